@@ -1,0 +1,202 @@
+"""The ChannelAdapter seam: one adapter per channel turns the platform's webhooks into
+InboundMessages (input side) and sends replies through the platform's API (output side),
+like Rasa's InputChannel/OutputChannel pair. Adapters know nothing of HTTP servers: they get a
+WebhookRequest (raw bytes and headers) and an outbound aiohttp session.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+from buzzi.config import ChannelSettings
+from buzzi.models import Conversation, Message, Webhook
+
+
+class VerificationError(Exception):
+    """Missing or wrong signature, or a timestamp outside the window: 401, no work done."""
+
+
+class PayloadError(Exception):
+    """Malformed JSON or not the channel's shape: 400 with this message."""
+
+
+class CredentialsError(ValueError):
+    """Webhook credentials are invalid; `field` names the key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class SendError(Exception):
+    """A send failed. `retryable` follows the channel's error classes (channels.md); `retry_after`
+    carries the platform's Retry-After (seconds) when it gave one."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None,
+                 status: int | None = None, code: str | int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+        self.code = code
+
+
+@dataclass
+class WebhookRequest:
+    method: str
+    headers: dict[str, str]  # keys lower-cased
+    body: bytes
+    query: dict[str, str]
+    remote_ip: str
+    now: float
+
+
+@dataclass
+class HandshakeResult:
+    status: int
+    body: str
+    content_type: str = "text/plain"
+
+
+@dataclass
+class Attachment:
+    kind: str  # image | audio | voice | video | document | sticker | file | location
+    mime_type: str | None = None
+    name: str | None = None
+    url: str | None = None  # where to fetch it (may need the adapter's credentials)
+    media_id: str | None = None  # platform media id (WhatsApp, Telegram file_id)
+    size: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, [])}
+
+
+@dataclass
+class InboundMessage:
+    """The unified shape every channel's messages are normalised into."""
+
+    channel: str
+    message_id: str  # the channel's stable dedupe id (channels.md §0)
+    chat_id: str  # where replies go (user id, chat id, channel id, conversation id)
+    sender_id: str
+    text: str
+    kind: str = "text"  # text | image | audio | video | document | location | interactive | edit | ...
+    sender_name: str | None = None
+    timestamp: float | None = None
+    reply_to_id: str | None = None
+    thread_id: str | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    # Routing facts the adapter needs to answer (Teams serviceUrl and activity, Telegram
+    # callback_query id, WhatsApp phone_number_id, Slack thread_ts, ...). Stored on the message.
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ParseResult:
+    messages: list[InboundMessage] = field(default_factory=list)
+    ignored: int = 0  # receipts, echoes, bot messages, joins...
+    # A body to answer with instead of {"status": "ok"} (Slack url_verification challenge).
+    response: dict[str, Any] | None = None
+
+
+@dataclass
+class ReplyTarget:
+    """Where a reply goes: the conversation, and the inbound message it answers (if any)."""
+
+    conversation: Conversation
+    in_reply_to: Message | None = None
+
+    @property
+    def chat_id(self) -> str:
+        return self.conversation.external_chat_id or ""
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        merged = dict(self.conversation.meta)
+        if self.in_reply_to is not None:
+            merged.update(self.in_reply_to.metadata.get("channel", {}))
+        return merged
+
+
+class ChannelAdapter(abc.ABC):
+    channel: str
+    text_limit: int  # longest text one send may carry; longer replies are split
+
+    def __init__(self, settings: ChannelSettings, http: Any) -> None:
+        self.settings = settings
+        self.http = http  # buzzi.channels.outbound.OutboundHttp
+
+    # ---- configuration
+    @abc.abstractmethod
+    def validate_credentials(self, credentials: Any) -> dict[str, Any]:
+        """Normalised credentials or CredentialsError naming the field."""
+
+    def generate_secrets(
+        self, given_secret: str | None, given_verify_token: str | None
+    ) -> tuple[str | None, str | None]:
+        """(secret, verify_token) to store: generated where the platform lets us choose them."""
+        return given_secret, given_verify_token
+
+    async def on_created(self, webhook: Webhook, url: str) -> dict[str, Any]:
+        """Register with the platform where it has an API for it (Telegram setWebhook); returns
+        state to keep on the webhook."""
+        return {}
+
+    # ---- input side
+    def handshake(self, webhook: Webhook, request: WebhookRequest) -> HandshakeResult | None:
+        """Answer a GET verification; None when the channel has none (405)."""
+        return None
+
+    @abc.abstractmethod
+    async def verify(self, webhook: Webhook, request: WebhookRequest) -> None:
+        """Check the signature on the raw bytes (constant time); raise VerificationError."""
+
+    @abc.abstractmethod
+    def parse(self, webhook: Webhook, request: WebhookRequest) -> ParseResult:
+        """Normalise the verified body; raise PayloadError for malformed input."""
+
+    # ---- output side
+    def format(self, text: str) -> str:
+        """Escape or convert plain agent text for the channel."""
+        return text
+
+    @abc.abstractmethod
+    async def send(self, webhook: Webhook, target: ReplyTarget, text: str) -> list[str]:
+        """Send one text (already formatted, within text_limit); return the platform's message
+        ids. Raise SendError with the channel's retry classification."""
+
+    async def typing(self, webhook: Webhook, target: ReplyTarget) -> None:
+        """Show the channel's typing indicator, where it has one (best effort)."""
+
+    async def acknowledge(self, webhook: Webhook, message: InboundMessage) -> None:
+        """Channel-level receipt for an interaction (Telegram answerCallbackQuery), best effort."""
+
+    async def download_media(self, webhook: Webhook, attachment: Attachment) -> tuple[bytes, str | None]:
+        """(bytes, mime type) of an inbound attachment, at most settings.media_max_bytes."""
+        raise NotImplementedError(f"{self.channel} has no media download")
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Split at paragraph, line, sentence or word boundaries so that every part fits `limit`."""
+    text = text.strip()
+    if len(text) <= limit:
+        return [text] if text else []
+    parts: list[str] = []
+    while len(text) > limit:
+        window = text[:limit]
+        cut = -1
+        for sep in ("\n\n", "\n", ". ", " "):
+            idx = window.rfind(sep)
+            if idx > limit // 3:
+                cut = idx + len(sep)
+                break
+        if cut <= 0:
+            cut = limit
+        parts.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    if text:
+        parts.append(text)
+    return parts

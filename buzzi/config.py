@@ -1,0 +1,355 @@
+"""Settings: conf/buzzi.toml defaults, then a --config/BUZZI_CONFIG file, then environment variables.
+
+conf/buzzi.toml is the single source of defaults; the dataclasses below only give each key its
+type, so a key missing from either side is a bug the loader reports at start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import socket
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS_FILE = PROJECT_ROOT / "conf" / "buzzi.toml"
+
+
+class ConfigError(Exception):
+    """A setting has a value the gateway cannot run with; the message names the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    host: str
+    port: int
+    public_url: str
+    node_id: str
+    data_dir: str
+    log_format: str
+    log_level: str
+    shutdown_grace_seconds: float
+    trusted_proxies: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreSettings:
+    url: str
+    mongodb_database: str
+    timeout_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerSettings:
+    url: str
+    event_log_size: int
+    event_log_ttl_seconds: int
+    max_connections: int
+    node_ttl_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SecuritySettings:
+    secret_key: str
+    admin_password: str
+    admin_email: str
+    token_ttl_seconds: int
+    login_attempts_per_minute: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatSettings:
+    session_ttl_seconds: int
+    resume_window_seconds: int
+    max_content_chars: int
+    heartbeat_seconds: float
+    retry_ms: int
+    stream_buffer_events: int
+    handover_keywords: list[str]
+    create_demo: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class LimitSettings:
+    company_per_minute: int
+    session_per_minute: int
+    ip_per_minute: int
+    webhook_per_minute: int
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookSettings:
+    max_body_bytes: int
+    replay_window_seconds: int
+    event_retention: int
+
+
+@dataclasses.dataclass(frozen=True)
+class InboxSettings:
+    lease_seconds: float
+    poll_seconds: float
+    concurrency: int
+    max_attempts: int
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentSettings:
+    timeout_seconds: float
+    http_connect_timeout_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelSettings:
+    whatsapp_api_base: str
+    messenger_api_base: str
+    instagram_api_base: str
+    telegram_api_base: str
+    slack_api_base: str
+    teams_openid_url: str
+    teams_token_url: str
+    send_timeout_seconds: float
+    send_max_attempts: int
+    send_backoff_base_seconds: float
+    send_backoff_max_seconds: float
+    media_max_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    server: ServerSettings
+    store: StoreSettings
+    broker: BrokerSettings
+    security: SecuritySettings
+    chat: ChatSettings
+    limits: LimitSettings
+    webhooks: WebhookSettings
+    inbox: InboxSettings
+    agents: AgentSettings
+    channels: ChannelSettings
+
+    @property
+    def node_id(self) -> str:
+        return self.server.node_id or f"{socket.gethostname()}:{self.server.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        path = Path(self.server.data_dir)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+# The environment variable names that SPEC §1 makes part of the contract.
+SPEC_ENV: dict[str, tuple[str, str]] = {
+    "BUZZI_HOST": ("server", "host"),
+    "BUZZI_PORT": ("server", "port"),
+    "BUZZI_PUBLIC_URL": ("server", "public_url"),
+    "BUZZI_NODE_ID": ("server", "node_id"),
+    "BUZZI_STORE_URL": ("store", "url"),
+    "BUZZI_BROKER_URL": ("broker", "url"),
+    "BUZZI_SECRET_KEY": ("security", "secret_key"),
+    "BUZZI_ADMIN_PASSWORD": ("security", "admin_password"),
+    "BUZZI_WHATSAPP_API_BASE": ("channels", "whatsapp_api_base"),
+    "BUZZI_MESSENGER_API_BASE": ("channels", "messenger_api_base"),
+    "BUZZI_INSTAGRAM_API_BASE": ("channels", "instagram_api_base"),
+    "BUZZI_TELEGRAM_API_BASE": ("channels", "telegram_api_base"),
+    "BUZZI_SLACK_API_BASE": ("channels", "slack_api_base"),
+    "BUZZI_TEAMS_OPENID_URL": ("channels", "teams_openid_url"),
+    "BUZZI_TEAMS_TOKEN_URL": ("channels", "teams_token_url"),
+}
+
+def _section_types() -> dict[str, dict[str, Any]]:
+    hints = typing.get_type_hints(Settings)
+    return {name: typing.get_type_hints(cls) for name, cls in hints.items()}
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Build validated settings. `overrides` (section -> key -> value) wins over everything; tests use it."""
+    env = os.environ if env is None else env
+    types_ = _section_types()
+    raw = _read_toml(DEFAULTS_FILE)
+    for section, keys in types_.items():
+        for key in keys:
+            if key not in raw.get(section, {}):
+                raise ConfigError(f"{section}.{key}: missing from {DEFAULTS_FILE}")
+
+    config_file = config_file or env.get("BUZZI_CONFIG") or None
+    if config_file:
+        _merge(raw, _read_toml(Path(config_file)), types_, source=str(config_file))
+
+    for name, (section, key) in SPEC_ENV.items():
+        if name in env:
+            raw[section][key] = _from_env(env[name], types_[section][key], name)
+    for section, keys in types_.items():
+        for key, typ in keys.items():
+            name = f"BUZZI_{section}_{key}".upper()
+            if name in env:
+                raw[section][key] = _from_env(env[name], typ, name)
+
+    if overrides:
+        _merge(raw, overrides, types_, source="overrides")
+
+    sections = {}
+    for section, keys in types_.items():
+        values = {key: _coerce(raw[section][key], typ, f"{section}.{key}") for key, typ in keys.items()}
+        sections[section] = typing.get_type_hints(Settings)[section](**values)
+    settings = Settings(**sections)
+    _validate(settings)
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _merge(raw: dict, extra: Mapping[str, Any], types_: dict, source: str) -> None:
+    for section, keys in extra.items():
+        if section not in types_ or not isinstance(keys, Mapping):
+            raise ConfigError(f"{source}: unknown section [{section}]")
+        for key, value in keys.items():
+            if key not in types_[section]:
+                raise ConfigError(f"{source}: unknown key {section}.{key}")
+            raw[section][key] = value
+
+
+def _from_env(value: str, typ: Any, name: str) -> Any:
+    if typing.get_origin(typ) is list:
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ConfigError(f"{name}: expected a JSON list or comma-separated values") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if typ is bool:
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    return value
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    if origin is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        return list(value)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if typ in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            number = typ(value) if not isinstance(value, str) else typ(value.strip())
+        except (TypeError, ValueError):
+            kind = "a whole number" if typ is int else "a number"
+            raise ConfigError(f"{key}: expected {kind}, got {value!r}") from None
+        if typ is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+        return number
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if isinstance(typ, types.UnionType):  # pragma: no cover - no optional settings yet
+        return value
+    raise ConfigError(f"{key}: unsupported setting type {typ!r}")
+
+
+def _validate(s: Settings) -> None:
+    def require(ok: bool, key: str, expected: str, value: Any) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+    require(1 <= s.server.port <= 65535, "server.port", "a port between 1 and 65535", s.server.port)
+    require(_is_http_url(s.server.public_url), "server.public_url", "an http(s):// URL", s.server.public_url)
+    require(s.server.log_format in ("text", "json"), "server.log_format", "text or json", s.server.log_format)
+    require(
+        s.server.log_level in ("debug", "info", "warning", "error"),
+        "server.log_level", "debug, info, warning or error", s.server.log_level,
+    )
+    for cidr in s.server.trusted_proxies:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"server.trusted_proxies: {cidr!r} is not a CIDR") from None
+    scheme = urlparse(s.store.url).scheme
+    require(
+        scheme in ("sqlite", "mongodb", "mongodb+srv"),
+        "store.url", "sqlite:///path or mongodb://host/db", s.store.url,
+    )
+    if scheme == "sqlite":
+        require(s.store.url.startswith("sqlite:///"), "store.url", "sqlite:///path", s.store.url)
+    require(
+        urlparse(s.broker.url).scheme in ("memory", "redis", "rediss"),
+        "broker.url", "memory:// or redis://host:port/db", s.broker.url,
+    )
+    for name in ("whatsapp_api_base", "messenger_api_base", "instagram_api_base", "telegram_api_base",
+                 "slack_api_base", "teams_openid_url", "teams_token_url"):
+        value = getattr(s.channels, name)
+        require(_is_http_url(value), f"channels.{name}", "an http(s):// URL", value)
+    positives = {
+        "store.timeout_seconds": s.store.timeout_seconds,
+        "broker.event_log_size": s.broker.event_log_size,
+        "broker.event_log_ttl_seconds": s.broker.event_log_ttl_seconds,
+        "broker.max_connections": s.broker.max_connections,
+        "broker.node_ttl_seconds": s.broker.node_ttl_seconds,
+        "security.token_ttl_seconds": s.security.token_ttl_seconds,
+        "security.login_attempts_per_minute": s.security.login_attempts_per_minute,
+        "chat.session_ttl_seconds": s.chat.session_ttl_seconds,
+        "chat.resume_window_seconds": s.chat.resume_window_seconds,
+        "chat.max_content_chars": s.chat.max_content_chars,
+        "chat.heartbeat_seconds": s.chat.heartbeat_seconds,
+        "chat.retry_ms": s.chat.retry_ms,
+        "chat.stream_buffer_events": s.chat.stream_buffer_events,
+        "limits.company_per_minute": s.limits.company_per_minute,
+        "limits.session_per_minute": s.limits.session_per_minute,
+        "limits.ip_per_minute": s.limits.ip_per_minute,
+        "limits.webhook_per_minute": s.limits.webhook_per_minute,
+        "webhooks.max_body_bytes": s.webhooks.max_body_bytes,
+        "webhooks.replay_window_seconds": s.webhooks.replay_window_seconds,
+        "webhooks.event_retention": s.webhooks.event_retention,
+        "inbox.lease_seconds": s.inbox.lease_seconds,
+        "inbox.poll_seconds": s.inbox.poll_seconds,
+        "inbox.concurrency": s.inbox.concurrency,
+        "inbox.max_attempts": s.inbox.max_attempts,
+        "agents.timeout_seconds": s.agents.timeout_seconds,
+        "agents.http_connect_timeout_seconds": s.agents.http_connect_timeout_seconds,
+        "channels.send_timeout_seconds": s.channels.send_timeout_seconds,
+        "channels.send_max_attempts": s.channels.send_max_attempts,
+        "channels.send_backoff_base_seconds": s.channels.send_backoff_base_seconds,
+        "channels.send_backoff_max_seconds": s.channels.send_backoff_max_seconds,
+        "channels.media_max_bytes": s.channels.media_max_bytes,
+    }
+    for key, value in positives.items():
+        require(value > 0, key, "a number greater than 0", value)
+    require(s.server.shutdown_grace_seconds >= 0, "server.shutdown_grace_seconds", "0 or more",
+            s.server.shutdown_grace_seconds)
+    if s.security.secret_key:
+        require(len(s.security.secret_key) >= 16, "security.secret_key", "at least 16 characters", "<redacted>")
+
+
+def _is_http_url(value: str) -> bool:
+    parsed = urlparse(value)
+    return parsed.scheme in ("http", "https") and bool(parsed.netloc)

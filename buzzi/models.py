@@ -1,0 +1,175 @@
+"""The domain: plain dataclasses, stored as documents by every Store implementation.
+
+Times are Unix seconds (float). Field names are snake_case here and in the store; the HTTP layer
+renders camelCase (SPEC).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from buzzi import clock
+
+CHANNELS = ("whatsapp", "telegram", "slack", "teams", "messenger", "instagram", "custom")
+WEB_CHANNEL = "web"
+SUBSCRIPTION_STATUSES = ("active", "trialing", "past_due", "canceled")
+AGENT_KINDS = ("faq", "openai", "http")
+ROLES = ("owner", "company_admin")
+
+
+class Document:
+    """Mixin: dataclass <-> store document, ignoring unknown keys so old rows survive new code."""
+
+    collection: ClassVar[str]
+
+    def to_doc(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Self:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+
+@dataclass
+class Company(Document):
+    collection: ClassVar[str] = "companies"
+    id: str
+    name: str
+    subscription_status: str = "active"
+    subscription_expires_at: float | None = None
+    created_at: float = field(default_factory=clock.now)
+    updated_at: float = field(default_factory=clock.now)
+
+    def subscription_active(self, now: float | None = None) -> bool:
+        if self.subscription_status not in ("active", "trialing"):
+            return False
+        if self.subscription_expires_at is None:
+            return True
+        return self.subscription_expires_at > (clock.now() if now is None else now)
+
+
+@dataclass
+class Agent(Document):
+    collection: ClassVar[str] = "agents"
+    id: str
+    company_id: str
+    name: str
+    kind: str = "faq"
+    status: str = "active"
+    settings: dict[str, Any] = field(default_factory=dict)
+    allowed_origins: list[str] = field(default_factory=list)
+    created_at: float = field(default_factory=clock.now)
+    updated_at: float = field(default_factory=clock.now)
+
+
+@dataclass
+class Webhook(Document):
+    """A channel configuration. secret, verify_token and credentials are sealed at rest by the Store."""
+
+    collection: ClassVar[str] = "webhooks"
+    SEALED: ClassVar[tuple[str, ...]] = ("secret", "verify_token", "credentials")
+    id: str
+    company_id: str
+    agent_id: str
+    channel: str
+    status: str = "active"
+    secret: str | None = None
+    verify_token: str | None = None
+    credentials: dict[str, Any] = field(default_factory=dict)
+    ip_allowlist: list[str] = field(default_factory=list)
+    # Channel-specific state that is not secret (e.g. Telegram registration result, bot user id).
+    state: dict[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=clock.now)
+    updated_at: float = field(default_factory=clock.now)
+
+
+@dataclass
+class User(Document):
+    collection: ClassVar[str] = "users"
+    id: str
+    email: str
+    password_hash: str
+    role: str = "company_admin"
+    company_id: str | None = None
+    created_at: float = field(default_factory=clock.now)
+    updated_at: float = field(default_factory=clock.now)
+
+
+@dataclass
+class Conversation(Document):
+    collection: ClassVar[str] = "conversations"
+    id: str
+    company_id: str
+    agent_id: str
+    channel: str  # one of CHANNELS, or "web" for the widget
+    webhook_id: str | None = None
+    external_chat_id: str | None = None
+    # Unique per channel chat: "{webhook_id}:{external_chat_id}"; None for web chat.
+    chat_key: str | None = None
+    # sha256 of the web chat session id: the id itself is a bearer secret and is never stored.
+    session_hash: str | None = None
+    status: str = "open"  # open | closed
+    owner: str = "bot"  # bot | human
+    message_count: int = 0
+    last_message_at: float | None = None
+    customer: dict[str, Any] = field(default_factory=dict)
+    # Channel routing facts needed to answer later (Teams serviceUrl, Slack thread_ts, ...).
+    meta: dict[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=clock.now)
+    updated_at: float = field(default_factory=clock.now)
+
+
+# Message.state values. Inbound user messages move pending -> processing -> done | failed | skipped;
+# every other message is stored as "stored".
+PENDING, PROCESSING, DONE, FAILED, SKIPPED, STORED = (
+    "pending", "processing", "done", "failed", "skipped", "stored",
+)
+
+
+@dataclass
+class Message(Document):
+    collection: ClassVar[str] = "messages"
+    id: str
+    conversation_id: str
+    company_id: str
+    agent_id: str
+    role: str  # user | assistant | human | system
+    content: str
+    channel: str = WEB_CHANNEL
+    webhook_id: str | None = None
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    channel_message_id: str | None = None
+    # Unique when set: "{webhook_id}:{channel dedupe id}" for inbound, "reply:{message id}" for answers.
+    dedupe_key: str | None = None
+    reply_to: str | None = None
+    state: str = STORED
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    attempts: int = 0
+    # Outbound delivery on a channel: {"status": pending|sent|failed, "attempts", "error", "ids"}.
+    delivery: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=clock.now)
+    updated_at: float = field(default_factory=clock.now)
+
+
+@dataclass
+class WebhookEvent(Document):
+    """One webhook delivery as received: the dashboard's delivery log."""
+
+    collection: ClassVar[str] = "webhook_events"
+    id: str
+    webhook_id: str | None
+    company_id: str | None
+    channel: str
+    outcome: str  # ok | duplicate | ignored | rejected | error | verified
+    status_code: int
+    latency_ms: float
+    received_at: float = field(default_factory=clock.now)
+    detail: str = ""
+    headers: dict[str, str] = field(default_factory=dict)  # secrets redacted before storing
+    body: str = ""  # truncated excerpt
+    message_ids: list[str] = field(default_factory=list)

@@ -1,0 +1,255 @@
+"""The Store seam: typed operations on the domain, built on a few primitives each backend implements.
+
+Backends (sqlite.py, mongo.py) implement only the `_primitives`; everything typed lives here once,
+so both behave the same by construction and one contract suite (tests/store) checks them.
+Documents are flat dicts keyed by the dataclass field names; `where` filters are equality on
+top-level fields.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, TypeVar
+
+from buzzi import clock
+from buzzi.crypto import SecretBox
+from buzzi.models import PENDING, PROCESSING, Conversation, Document, Message, Webhook, WebhookEvent
+
+T = TypeVar("T", bound=Document)
+
+
+class StoreError(Exception):
+    pass
+
+
+class StoreUnavailable(StoreError):
+    """The backend did not answer: callers answer 503 so that channels retry."""
+
+
+class DuplicateKey(StoreError):
+    """A unique key (id, dedupe key, e-mail, chat key) already exists."""
+
+
+# (fields, unique) per collection. Unique indexes ignore documents where the field is null.
+INDEXES: dict[str, list[tuple[tuple[str, ...], bool]]] = {
+    "companies": [(("created_at",), False)],
+    "users": [(("email",), True), (("company_id",), False)],
+    "agents": [(("company_id",), False)],
+    "webhooks": [(("agent_id",), False), (("company_id",), False)],
+    "conversations": [
+        (("chat_key",), True),
+        (("session_hash",), True),
+        (("company_id", "updated_at"), False),
+    ],
+    "messages": [
+        (("dedupe_key",), True),
+        (("conversation_id", "created_at"), False),
+        (("state", "created_at"), False),
+    ],
+    "webhook_events": [(("webhook_id", "received_at"), False), (("received_at",), False)],
+}
+COLLECTIONS = (*INDEXES.keys(), "counters")
+
+
+class Store(abc.ABC):
+    def __init__(self, box: SecretBox) -> None:
+        self._box = box
+
+    # ----------------------------------------------------------------- primitives (per backend)
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and create tables/collections and indexes; idempotent."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the backend answers."""
+
+    @abc.abstractmethod
+    async def _insert(self, collection: str, doc: dict[str, Any]) -> None:
+        """Insert; raise DuplicateKey on any unique-index clash."""
+
+    @abc.abstractmethod
+    async def _get(self, collection: str, id: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def _find(
+        self,
+        collection: str,
+        where: dict[str, Any],
+        order_by: str | None,
+        descending: bool,
+        limit: int | None,
+    ) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def _update(
+        self,
+        collection: str,
+        id: str,
+        set_: dict[str, Any],
+        inc: dict[str, int],
+        where: dict[str, Any],
+    ) -> dict[str, Any] | None:
+        """Atomically apply $set/$inc to the document `id` if it also matches `where`; return it after."""
+
+    @abc.abstractmethod
+    async def _delete(self, collection: str, where: dict[str, Any]) -> int: ...
+
+    @abc.abstractmethod
+    async def _count(self, collection: str, where: dict[str, Any]) -> int: ...
+
+    @abc.abstractmethod
+    async def _claim(self, owner: str, now: float, lease_until: float) -> dict[str, Any] | None:
+        """Atomically take the oldest user message that is pending, or processing with an expired
+        lease: set state=processing, lease_owner, lease_until, attempts+1; return it after."""
+
+    @abc.abstractmethod
+    async def _incr_counter(self, name: str, by: int) -> int: ...
+
+    @abc.abstractmethod
+    async def _prune(self, collection: str, where: dict[str, Any], order_by: str, keep: int) -> int:
+        """Delete all but the newest `keep` matching documents (by `order_by`)."""
+
+    # ----------------------------------------------------------------- typed operations
+
+    async def add(self, obj: T) -> T:
+        await self._insert(obj.collection, self._seal(obj))
+        return obj
+
+    async def get(self, cls: type[T], id: str) -> T | None:
+        doc = await self._get(cls.collection, id)
+        return None if doc is None else self._unseal(cls, doc)
+
+    async def find(
+        self,
+        cls: type[T],
+        *,
+        order_by: str | None = "created_at",
+        descending: bool = False,
+        limit: int | None = None,
+        **where: Any,
+    ) -> list[T]:
+        docs = await self._find(cls.collection, where, order_by, descending, limit)
+        return [self._unseal(cls, d) for d in docs]
+
+    async def find_one(self, cls: type[T], **where: Any) -> T | None:
+        found = await self.find(cls, order_by=None, limit=1, **where)
+        return found[0] if found else None
+
+    async def count(self, cls: type[T], **where: Any) -> int:
+        return await self._count(cls.collection, where)
+
+    async def update(
+        self,
+        cls: type[T],
+        id: str,
+        changes: dict[str, Any] | None = None,
+        *,
+        inc: dict[str, int] | None = None,
+        expect: dict[str, Any] | None = None,
+    ) -> T | None:
+        """Change fields atomically; with `expect`, only if the document still has those values.
+        Returns the updated object, or None when it does not exist or did not match."""
+        set_ = dict(changes or {})
+        if cls is Webhook:
+            set_ = {k: (self._box.seal(v) if k in Webhook.SEALED else v) for k, v in set_.items()}
+        set_["updated_at"] = clock.now()
+        doc = await self._update(cls.collection, id, set_, dict(inc or {}), dict(expect or {}))
+        return None if doc is None else self._unseal(cls, doc)
+
+    async def delete(self, cls: type[T], id: str) -> bool:
+        return await self._delete(cls.collection, {"id": id}) > 0
+
+    async def delete_where(self, cls: type[T], **where: Any) -> int:
+        return await self._delete(cls.collection, where)
+
+    # Domain operations that need atomicity --------------------------------------------------
+
+    async def add_message_once(self, message: Message) -> bool:
+        """Insert a message; False (and nothing written) if its dedupe key was seen before."""
+        try:
+            await self.add(message)
+        except DuplicateKey:
+            return False
+        return True
+
+    async def get_or_create_conversation(self, conversation: Conversation) -> tuple[Conversation, bool]:
+        """Return the conversation with the same chat_key, creating it if none; safe under races."""
+        if conversation.chat_key:
+            existing = await self.find_one(Conversation, chat_key=conversation.chat_key)
+            if existing:
+                return existing, False
+        try:
+            await self.add(conversation)
+            return conversation, True
+        except DuplicateKey:
+            existing = await self.find_one(Conversation, chat_key=conversation.chat_key)
+            if existing is None:  # the clash was on the id, not the chat key
+                raise
+            return existing, False
+
+    async def record_message(self, conversation_id: str, at: float | None = None) -> Conversation | None:
+        at = clock.now() if at is None else at
+        return await self.update(
+            Conversation, conversation_id, {"last_message_at": at}, inc={"message_count": 1}
+        )
+
+    async def claim_next_message(self, owner: str, lease_seconds: float) -> Message | None:
+        now = clock.now()
+        doc = await self._claim(owner, now, now + lease_seconds)
+        return None if doc is None else Message.from_doc(doc)
+
+    async def extend_lease(self, message_id: str, owner: str, lease_seconds: float) -> bool:
+        done = await self.update(
+            Message, message_id, {"lease_until": clock.now() + lease_seconds},
+            expect={"lease_owner": owner, "state": PROCESSING},
+        )
+        return done is not None
+
+    async def finish_message(self, message_id: str, owner: str, state: str, **fields: Any) -> bool:
+        """Close a claimed message; False if the lease was lost to another node meanwhile."""
+        done = await self.update(
+            Message, message_id, {"state": state, "lease_until": None, **fields},
+            expect={"lease_owner": owner, "state": PROCESSING},
+        )
+        return done is not None
+
+    async def release_message(self, message_id: str, owner: str) -> bool:
+        """Give a claimed message back (e.g. on shutdown) so another node takes it at once."""
+        done = await self.update(
+            Message, message_id, {"state": PENDING, "lease_owner": None, "lease_until": None},
+            expect={"lease_owner": owner, "state": PROCESSING},
+        )
+        return done is not None
+
+    async def incr_counter(self, name: str, by: int = 1) -> int:
+        return await self._incr_counter(name, by)
+
+    async def add_webhook_event(self, event: WebhookEvent, retention: int) -> None:
+        await self.add(event)
+        if event.webhook_id:
+            await self._prune(
+                WebhookEvent.collection, {"webhook_id": event.webhook_id}, "received_at", retention
+            )
+
+    # ----------------------------------------------------------------- sealing
+
+    def _seal(self, obj: Document) -> dict[str, Any]:
+        doc = obj.to_doc()
+        if isinstance(obj, Webhook):
+            for key in Webhook.SEALED:
+                doc[key] = self._box.seal(doc[key])
+        return doc
+
+    def _unseal(self, cls: type[T], doc: dict[str, Any]) -> T:
+        if cls is Webhook:
+            doc = dict(doc)
+            for key in Webhook.SEALED:
+                doc[key] = self._box.open(doc.get(key))
+            if doc.get("credentials") is None:
+                doc["credentials"] = {}
+        return cls.from_doc(doc)
