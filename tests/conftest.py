@@ -15,6 +15,9 @@ from buzzi.config import Settings, load_settings
 from buzzi.crypto import SecretBox
 from buzzi.store.sqlite import SQLiteStore
 
+# Real servers started once per test session: Redis/Valkey and the MongoDB-wire server.
+pytest_plugins = ["tests.support.redis_server", "tests.support.mongo_server"]
+
 
 @pytest.fixture
 def secret_key() -> str:

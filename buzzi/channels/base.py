@@ -108,6 +108,9 @@ class ReplyTarget:
 
     conversation: Conversation
     in_reply_to: Message | None = None
+    # The outbound Message id of this reply: a stable idempotency key across send retries
+    # (the custom channel's webhook-id derives from it).
+    reply_id: str | None = None
 
     @property
     def chat_id(self) -> str:

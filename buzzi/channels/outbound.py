@@ -89,3 +89,41 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None  # an HTTP-date: rare on these APIs; fall back to backoff
+
+
+class MediaTooLargeError(Exception):
+    """An inbound attachment is larger than channels.media_max_bytes; it was not kept."""
+
+
+async def read_limited(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    """The response body, refusing early (Content-Length) or as soon as more than `max_bytes` arrived,
+    so a huge or endless body never sits in memory."""
+    if response.content_length is not None and response.content_length > max_bytes:
+        raise MediaTooLargeError(f"media is {response.content_length} bytes, limit {max_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > max_bytes:
+            raise MediaTooLargeError(f"media exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def status_error(what: str, status: int, retry_after: str | None = None) -> SendError:
+    """The generic HTTP classification: 429 and 5xx are worth retrying, anything else is not."""
+    return SendError(f"{what}: HTTP {status}", retryable=status == 429 or status >= 500,
+                     retry_after=parse_retry_after(retry_after), status=status)
+
+
+async def download(session: aiohttp.ClientSession, url: str, max_bytes: int,
+                   headers: dict[str, str] | None = None) -> tuple[bytes, str | None]:
+    """GET a media URL: (bytes, mime type), at most `max_bytes`; SendError on a non-2xx answer.
+    Redirects are followed (CDN media URLs use them); aiohttp drops Authorization on a hop to
+    another origin, so a token never leaks to a redirect target."""
+    async with session.get(url, headers=headers or {}) as response:
+        if not 200 <= response.status < 300:
+            raise status_error("media download", response.status, response.headers.get("Retry-After"))
+        body = await read_limited(response, max_bytes)
+        mime = response.headers.get("Content-Type")
+        return body, (mime.split(";")[0].strip() or None) if mime else None

@@ -45,6 +45,7 @@ INDEXES: dict[str, list[tuple[tuple[str, ...], bool]]] = {
         (("dedupe_key",), True),
         (("conversation_id", "created_at"), False),
         (("state", "created_at"), False),
+        (("state", "lease_until"), False),  # finds expired leases without reading every processing message
     ],
     "webhook_events": [(("webhook_id", "received_at"), False), (("received_at",), False)],
 }
@@ -187,6 +188,8 @@ class Store(abc.ABC):
             await self.add(conversation)
             return conversation, True
         except DuplicateKey:
+            if not conversation.chat_key:  # a web chat's clash (id/session_hash) names no chat to return
+                raise
             existing = await self.find_one(Conversation, chat_key=conversation.chat_key)
             if existing is None:  # the clash was on the id, not the chat key
                 raise

@@ -84,6 +84,11 @@ class SQLiteStore(Store):
                 raise StoreUnavailable(f"sqlite: {exc}") from None
             except sqlite3.ProgrammingError as exc:  # closed underneath us
                 raise StoreUnavailable(f"sqlite: {exc}") from None
+            except Exception:
+                # e.g. a value json cannot encode inside BEGIN IMMEDIATE: never leave the write lock held
+                if conn.in_transaction:
+                    conn.rollback()
+                raise
 
         loop = asyncio.get_running_loop()
         try:
@@ -186,10 +191,16 @@ class SQLiteStore(Store):
 
     async def _claim(self, owner, now, lease_until):
         state, created, until, role = (_path("state"), _path("created_at"), _path("lease_until"), _path("role"))
-        select = (
-            f"SELECT id, doc FROM messages WHERE {role} = 'user' AND ({state} = 'pending' "
-            f"OR ({state} = 'processing' AND {until} < ?)) ORDER BY {created}, id LIMIT 1"
-        )
+        # The oldest of two index searches, not one OR: the OR made SQLite read and sort every
+        # pending and processing message on each claim.
+        pending = f"{state} = 'pending'"
+        expired = f"{state} = 'processing' AND {until} < ?"
+        legs = [
+            f"SELECT * FROM (SELECT id, doc, {created} AS created FROM messages "
+            f"WHERE {cond} AND {role} = 'user' ORDER BY {created}, id LIMIT 1)"
+            for cond in (pending, expired)
+        ]
+        select = f"SELECT id, doc FROM ({legs[0]} UNION ALL {legs[1]}) ORDER BY created, id LIMIT 1"
 
         def tx(c: sqlite3.Connection) -> dict[str, Any] | None:
             c.execute("BEGIN IMMEDIATE")

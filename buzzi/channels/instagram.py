@@ -1,0 +1,49 @@
+"""Instagram Messaging (channels.md §4): the Messenger event shape with "object": "instagram", and
+`POST /me/messages` with the account's token (works for both the Instagram-Login host and the
+Facebook-Login Page route; the base URL picks the host).
+
+The text limit is 1000 *bytes* of UTF-8 (§4.2): text_limit is 1000 characters, and send splits a
+part further when its encoding is longer, so accented or emoji text is never rejected."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from buzzi.channels.base import ReplyTarget, split_text
+from buzzi.channels.meta import GRAPH_ID, TOKEN, MessagingAdapter, require_field
+from buzzi.models import Webhook
+
+MAX_BYTES = 1000
+
+
+def split_bytes(text: str, max_bytes: int = MAX_BYTES) -> list[str]:
+    """Split at word boundaries until every part encodes to at most `max_bytes` bytes of UTF-8."""
+    if len(text.encode()) <= max_bytes:
+        return [text]
+    limit = len(text)
+    while True:
+        limit = max(1, limit * 3 // 4)
+        parts = split_text(text, limit)
+        if all(len(part.encode()) <= max_bytes for part in parts):
+            return parts
+
+
+class InstagramAdapter(MessagingAdapter):
+    channel = "instagram"
+    text_limit = 1000
+    api_base_setting = "instagram_api_base"
+    token_field = "accessToken"
+    object_name = "instagram"
+    account_key = "ig_user_id"
+
+    def validate_credentials(self, credentials: Any) -> dict[str, Any]:
+        return {
+            "igUserId": require_field(credentials, "igUserId", GRAPH_ID, "the numeric Instagram account id"),
+            "accessToken": require_field(credentials, "accessToken", TOKEN, "an access token"),
+        }
+
+    async def send(self, webhook: Webhook, target: ReplyTarget, text: str) -> list[str]:
+        ids: list[str] = []
+        for part in split_bytes(text):
+            ids.extend(await self.send_text(webhook, target, part))
+        return ids

@@ -1,0 +1,342 @@
+"""What WhatsApp, Messenger and Instagram share (channels.md §1-§4): the Graph webhook
+handshake (GET hub.*), X-Hub-Signature-256 over the raw body with the App Secret, the Graph
+error format and its retry classes, and (Messenger and Instagram) the `entry[].messaging[]`
+event shape and the `/me/messages` Send API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from buzzi.channels.base import (
+    Attachment,
+    ChannelAdapter,
+    CredentialsError,
+    HandshakeResult,
+    InboundMessage,
+    ParseResult,
+    PayloadError,
+    ReplyTarget,
+    SendError,
+    VerificationError,
+    WebhookRequest,
+)
+from buzzi.channels.outbound import download, parse_retry_after
+from buzzi.channels.pacing import Pacer
+from buzzi.models import Webhook
+from buzzi.signing import hub_verify
+
+log = logging.getLogger("buzzi.channels")
+
+GRAPH_ID = re.compile(r"^[0-9]{1,32}$")  # Graph ids are numeric; they end up in URL paths
+TOKEN = re.compile(r"^[\x21-\x7e]{8,4096}$")  # printable ASCII, no spaces: safe in a header
+
+
+# ---------------------------------------------------------------------------- configuration
+
+def require_field(credentials: Any, name: str, pattern: re.Pattern[str], expected: str) -> str:
+    if not isinstance(credentials, dict):
+        raise CredentialsError("credentials", "expected an object")
+    value = credentials.get(name)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # a numeric id pasted as a JSON number
+    if not isinstance(value, str) or not value.strip():
+        raise CredentialsError(name, "required")
+    value = value.strip()
+    if not pattern.match(value):
+        raise CredentialsError(name, f"expected {expected}")
+    return value
+
+
+# ---------------------------------------------------------------------------- parsing helpers
+
+def load_json(body: bytes) -> dict[str, Any]:
+    """The JSON object in a verified body; PayloadError otherwise."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise PayloadError("expected a JSON object")
+    return data
+
+
+def list_of_dicts(container: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    value = container.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise PayloadError(f"{where}.{key}: expected a list of objects")
+    return value
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_str(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def as_float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------- errors
+
+@dataclass(frozen=True)
+class ErrorClasses:
+    """Graph `error.code`s by outcome; codes in neither set fall back to the HTTP status."""
+
+    retryable: frozenset[int]
+    permanent: frozenset[int]
+
+
+def graph_error(what: str, status: int, payload: Any, retry_after: str | None,
+                classes: ErrorClasses) -> SendError:
+    error = as_dict(as_dict(payload).get("error"))
+    code = error.get("code") if isinstance(error.get("code"), int) else None
+    subcode = error.get("error_subcode")
+    message = str(error.get("message") or "")[:300]
+    if code in classes.retryable:
+        retryable = True
+    elif code in classes.permanent:
+        retryable = False
+    else:
+        retryable = status == 429 or status >= 500
+    detail = f"{what} failed: HTTP {status}"
+    if code is not None:
+        detail += f", code {code}" + (f"/{subcode}" if subcode else "")
+    if message:
+        detail += f": {message}"
+    return SendError(detail, retryable=retryable, retry_after=parse_retry_after(retry_after),
+                     status=status, code=code)
+
+
+# ---------------------------------------------------------------------------- the adapter
+
+class MetaAdapter(ChannelAdapter):
+    """Graph webhooks: handshake, signature, secrets, and one JSON call with error classes."""
+
+    api_base_setting: ClassVar[str]  # ChannelSettings field with this channel's Graph base URL
+    token_field: ClassVar[str]  # credentials key of the access token
+    error_classes: ClassVar[ErrorClasses]
+    send_rate: ClassVar[float]  # Send API calls per second per sending account (pacing.py)
+
+    def __init__(self, settings: Any, http: Any) -> None:
+        super().__init__(settings, http)
+        self.pacer = Pacer(self.send_rate)
+
+    @property
+    def api_base(self) -> str:
+        return str(getattr(self.settings, self.api_base_setting)).rstrip("/")
+
+    def generate_secrets(self, given_secret: str | None,
+                         given_verify_token: str | None) -> tuple[str | None, str | None]:
+        # The App Secret is Meta's, never ours to choose; the verify token is any string we like.
+        if not given_secret or not given_secret.strip():
+            raise CredentialsError("secret", "the Meta App Secret is required (App Dashboard > Basic settings)")
+        verify_token = (given_verify_token or "").strip() or secrets.token_urlsafe(24)
+        return given_secret.strip(), verify_token
+
+    def handshake(self, webhook: Webhook, request: WebhookRequest) -> HandshakeResult | None:
+        query = request.query
+        expected = (webhook.verify_token or "").encode()
+        given = (query.get("hub.verify_token") or "").encode()
+        challenge = query.get("hub.challenge")
+        # compare_digest first and unconditionally: the answer time must not depend on the mode
+        token_ok = hmac.compare_digest(given, expected) and bool(expected)
+        if token_ok and query.get("hub.mode") == "subscribe" and challenge is not None:
+            return HandshakeResult(200, challenge)
+        return HandshakeResult(403, json.dumps({"error": "Forbidden"}), "application/json")
+
+    async def verify(self, webhook: Webhook, request: WebhookRequest) -> None:
+        if not hub_verify(webhook.secret or "", request.headers.get("x-hub-signature-256"), request.body):
+            raise VerificationError("invalid X-Hub-Signature-256")
+
+    async def graph_call(self, what: str, method: str, url: str, token: str,
+                         body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One Graph call with the token in the Authorization header (never in the URL, so it
+        cannot reach a log line through an exception's request URL)."""
+        session = self.http.session(self.channel)
+        async with session.request(method, url, json=body, allow_redirects=False,
+                                   headers={"Authorization": f"Bearer {token}"}) as response:
+            raw = await response.read()
+            try:
+                payload = json.loads(raw) if raw else {}
+            except ValueError:
+                payload = {}
+            if 200 <= response.status < 300:
+                return as_dict(payload)
+            raise graph_error(what, response.status, payload, response.headers.get("Retry-After"),
+                              self.error_classes)
+
+    def token(self, webhook: Webhook) -> str:
+        token = webhook.credentials.get(self.token_field)
+        if not token:
+            raise SendError(f"{self.channel}: {self.token_field} is not configured", retryable=False)
+        return str(token)
+
+
+# ---------------------------------------------------------------------------- Messenger and Instagram
+
+# Messenger Send API error codes (channels.md §3.3); Instagram uses the same families (§4.2).
+MESSAGING_ERRORS = ErrorClasses(
+    retryable=frozenset({1200, 2, 4, 613}),
+    permanent=frozenset({10, 100, 551, 190, 230, 200}),
+)
+ATTACHMENT_KINDS = {"image": "image", "video": "video", "audio": "audio", "file": "file", "location": "location"}
+
+
+class MessagingAdapter(MetaAdapter):
+    """Messenger and Instagram: `entry[].messaging[]` events in, `/me/messages` out."""
+
+    object_name: ClassVar[str]  # the envelope's "object"
+    account_key: ClassVar[str]  # meta key naming our side of the chat (page_id / ig_user_id)
+    error_classes = MESSAGING_ERRORS
+    send_rate = 300.0  # calls/s per Page or IG account for text (channels.md §3.3, §4.2)
+
+    # ---- input side
+    def parse(self, webhook: Webhook, request: WebhookRequest) -> ParseResult:
+        data = load_json(request.body)
+        if data.get("object") != self.object_name:
+            raise PayloadError(f'expected "object": "{self.object_name}"')
+        if not isinstance(data.get("entry"), list):
+            raise PayloadError("expected an entry list")
+        result = ParseResult()
+        for entry in list_of_dicts(data, "entry", "body"):
+            # standby[] carries threads another app owns (handover protocol): not ours to answer
+            result.ignored += len(list_of_dicts(entry, "standby", "entry"))
+            result.ignored += len(list_of_dicts(entry, "changes", "entry"))  # feed/comment fields
+            for event in list_of_dicts(entry, "messaging", "entry"):
+                message = self.parse_event(event, entry)
+                if message is None:
+                    result.ignored += 1
+                else:
+                    result.messages.append(message)
+        return result
+
+    def parse_event(self, event: dict[str, Any], entry: dict[str, Any]) -> InboundMessage | None:
+        sender = as_str(as_dict(event.get("sender")).get("id"))
+        account = as_str(as_dict(event.get("recipient")).get("id")) or as_str(entry.get("id"))
+        if not sender:
+            return None
+        millis = as_float(event.get("timestamp"))
+        base = {
+            "channel": self.channel,
+            "chat_id": sender,
+            "sender_id": sender,
+            "timestamp": millis / 1000 if millis is not None else None,
+        }
+        meta: dict[str, Any] = {self.account_key: account}
+        if isinstance(event.get("message"), dict):
+            return self._message(event["message"], base, meta)
+        if isinstance(event.get("postback"), dict):
+            return self._postback(event["postback"], event, base, meta)
+        if isinstance(event.get("message_edit"), dict):
+            return self._edit(event["message_edit"], base, meta)
+        return None  # delivery, read, reaction, referral, optin...: receipts, not messages
+
+    def _message(self, message: dict[str, Any], base: dict[str, Any],
+                 meta: dict[str, Any]) -> InboundMessage | None:
+        mid = as_str(message.get("mid"))
+        if not mid or message.get("is_echo") or message.get("is_deleted") or message.get("is_unsupported"):
+            return None  # our own sends echoed back (reply loops), unsends, unsupported content
+        text = message.get("text") if isinstance(message.get("text"), str) else ""
+        attachments = [self._attachment(a) for a in list_of_dicts(message, "attachments", "message")]
+        kind = "text" if text or not attachments else attachments[0].kind
+        payload = as_str(as_dict(message.get("quick_reply")).get("payload"))
+        if payload is not None:
+            kind = "interactive"
+            meta["payload"] = payload
+        reply_to = as_dict(message.get("reply_to"))
+        if isinstance(reply_to.get("story"), dict):
+            meta["story"] = {k: v for k, v in reply_to["story"].items() if k in ("id", "url")}
+        meta["mid"] = mid
+        return InboundMessage(message_id=mid, text=text, kind=kind, attachments=attachments,
+                              reply_to_id=as_str(reply_to.get("mid")), meta=meta, **base)
+
+    def _postback(self, postback: dict[str, Any], event: dict[str, Any], base: dict[str, Any],
+                  meta: dict[str, Any]) -> InboundMessage:
+        payload = as_str(postback.get("payload")) or ""
+        mid = as_str(postback.get("mid"))
+        if not mid:
+            # Postbacks before v11.0 carry no mid: the same click redelivered must get the same id.
+            seed = f"{base['sender_id']}|{event.get('timestamp')}|{payload}".encode()
+            mid = "postback." + hashlib.sha256(seed).hexdigest()[:32]
+        meta.update({"payload": payload, "mid": mid})
+        title = as_str(postback.get("title")) or payload
+        return InboundMessage(message_id=mid, text=title, kind="postback", meta=meta, **base)
+
+    def _edit(self, edit: dict[str, Any], base: dict[str, Any], meta: dict[str, Any]) -> InboundMessage | None:
+        mid = as_str(edit.get("mid"))
+        if not mid:
+            return None
+        # The edit carries the original's mid: keep the dedupe id distinct per edit.
+        number = as_str(edit.get("num_edit")) or "1"
+        meta.update({"mid": mid, "original_message_id": mid, "num_edit": number})
+        text = edit.get("text") if isinstance(edit.get("text"), str) else ""
+        return InboundMessage(message_id=f"{mid}:edit:{number}", text=text, kind="edit",
+                              reply_to_id=mid, meta=meta, **base)
+
+    @staticmethod
+    def _attachment(item: dict[str, Any]) -> Attachment:
+        kind = str(item.get("type") or "file")
+        payload = as_dict(item.get("payload"))
+        extra: dict[str, Any] = {}
+        if kind == "location":
+            extra = {k: v for k, v in as_dict(payload.get("coordinates")).items() if k in ("lat", "long")}
+        if payload.get("sticker_id") is not None:
+            kind = "sticker"
+            extra["sticker_id"] = payload["sticker_id"]
+        title = as_str(payload.get("title")) or as_str(item.get("title"))
+        if title:
+            extra["title"] = title  # link shares (fallback) carry only a title and a URL
+        return Attachment(kind=ATTACHMENT_KINDS.get(kind, kind), url=as_str(payload.get("url")), extra=extra)
+
+    # ---- output side
+    def message_body(self, recipient: str, text: str) -> dict[str, Any]:
+        return {"recipient": {"id": recipient}, "message": {"text": text}}
+
+    async def send_text(self, webhook: Webhook, target: ReplyTarget, text: str) -> list[str]:
+        if not target.chat_id:
+            raise SendError(f"{self.channel}: the conversation has no recipient id", retryable=False)
+        await self.pacer.acquire(webhook.id)  # one webhook = one Page or IG account
+        answer = await self.graph_call(f"{self.channel} send", "POST", f"{self.api_base}/me/messages",
+                                       self.token(webhook), self.message_body(target.chat_id, text))
+        message_id = as_str(answer.get("message_id"))
+        return [message_id] if message_id else []
+
+    async def send(self, webhook: Webhook, target: ReplyTarget, text: str) -> list[str]:
+        return await self.send_text(webhook, target, text)
+
+    async def typing(self, webhook: Webhook, target: ReplyTarget) -> None:
+        if not target.chat_id:
+            return
+        body = {"recipient": {"id": target.chat_id}, "sender_action": "typing_on"}
+        try:
+            await self.graph_call(f"{self.channel} typing", "POST", f"{self.api_base}/me/messages",
+                                  self.token(webhook), body)
+        except Exception as exc:  # best effort: a missing indicator must never fail the reply
+            log.info("%s typing indicator failed: %s", self.channel, exc.__class__.__name__,
+                     extra={"fields": {"webhook_id": webhook.id, "error": str(exc)[:200]}})
+
+    async def download_media(self, webhook: Webhook, attachment: Attachment) -> tuple[bytes, str | None]:
+        # payload.url is a public, expiring CDN URL: no Graph auth (channels.md §3.4)
+        if not attachment.url or not attachment.url.startswith(("https://", "http://")):
+            raise SendError(f"{self.channel}: attachment has no downloadable URL", retryable=False)
+        return await download(self.http.session(self.channel), attachment.url, self.settings.media_max_bytes)

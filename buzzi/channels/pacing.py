@@ -1,0 +1,58 @@
+"""A token-bucket pacer per key, so that sends stay inside a platform's documented throughput.
+
+Limits paced here (channels.md): WhatsApp 80 messages/s per business number (§2.3; exceeding it
+returns 130429), Messenger and Instagram 300 Send API calls/s per Page or IG account (§3.3, §4.2).
+
+Not paced: WhatsApp's per-user "pair" limit (about 1 message per 6 s to one user, bursts
+allowed). Enforcing it would hold a split reply back 6 s per part, which is worse for a chat
+than the rare 131056 error, which is retryable and goes through with_retry's backoff.
+
+The pacer is per process: N nodes together may reach N times the rate; the platform's
+rate-limit errors are classified retryable, so the overflow is retried instead of lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+
+class Pacer:
+    """`rate` acquisitions per second per key, with bursts up to `burst`.
+
+    A caller reserves its token before it waits (the balance may go negative), so concurrent
+    callers queue up fairly without a lock: asyncio runs the bookkeeping without interleaving.
+    """
+
+    def __init__(self, rate: float, burst: float | None = None, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 max_keys: int = 10_000) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be greater than 0")
+        self.rate = rate
+        self.burst = max(1.0, burst if burst is not None else rate)
+        self._clock = clock
+        self._sleep = sleep
+        self._max_keys = max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    async def acquire(self, key: str) -> float:
+        """Take one token for `key`, waiting when the bucket is empty; returns the wait in seconds."""
+        now = self._clock()
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate) - 1
+        if len(self._buckets) >= self._max_keys and key not in self._buckets:
+            self._prune(now)
+        self._buckets[key] = (tokens, now)
+        wait = -tokens / self.rate if tokens < 0 else 0.0
+        if wait > 0:
+            await self._sleep(wait)
+        return wait
+
+    def _prune(self, now: float) -> None:
+        """Forget keys whose bucket has refilled: they behave exactly like unseen keys."""
+        for key, (tokens, at) in list(self._buckets.items()):
+            if tokens + (now - at) * self.rate >= self.burst:
+                del self._buckets[key]

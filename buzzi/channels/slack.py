@@ -1,0 +1,311 @@
+"""Slack Events API adapter (channels.md §6).
+
+Inbound: v0 HMAC over the raw body with the app's Signing Secret, 5-minute window.
+Dedupe id: "{channel}:{ts}" rather than event_id. A message's ts is unique within its channel and
+is the same in every delivery of it: Slack's retries (same event_id) AND the app_mention + message
+pair that one @mention produces (two event_ids, §10.2). Keying on event_id alone would answer such a
+mention twice; event_id is kept in meta for the delivery log.
+
+Outbound: chat.postMessage. Slack answers most errors with HTTP 200 and ok:false. There is no
+typing indicator for Events API bots (assistant.threads.setStatus exists only for AI-assistant
+apps), so `typing` is the base no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import aiohttp
+
+from buzzi.channels.base import (
+    Attachment,
+    ChannelAdapter,
+    CredentialsError,
+    InboundMessage,
+    ParseResult,
+    PayloadError,
+    ReplyTarget,
+    SendError,
+    VerificationError,
+    WebhookRequest,
+)
+from buzzi.channels.outbound import download, parse_retry_after
+from buzzi.models import Webhook
+from buzzi.signing import slack_verify
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 300  # Slack's own replay window (python-slack-sdk SignatureVerifier)
+MESSAGE_EVENTS = ("message", "app_mention")
+KEPT_SUBTYPES = (None, "file_share", "thread_broadcast")
+RETRYABLE_ERRORS = {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable",
+                    "request_timeout"}
+MENTION_RE = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+LEADING_MENTION_RE = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>[\s,:]*")
+LINK_RE = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
+
+
+class SlackAdapter(ChannelAdapter):
+    channel = "slack"
+    # Slack truncates at 40,000 characters, but its guidance is to stay under 4,000 for readability
+    # (api.slack.com/changelog/2018-04-truncating-really-long-messages; channels.md §6.4).
+    text_limit = 4000
+    replay_window: float = WINDOW_SECONDS  # the registry sets webhooks.replay_window_seconds (default 300)
+
+    # ---- configuration
+    def validate_credentials(self, credentials: Any) -> dict[str, Any]:
+        if not isinstance(credentials, dict):
+            raise CredentialsError("credentials", "expected an object with botToken")
+        token = credentials.get("botToken")
+        if not isinstance(token, str) or not token.strip():
+            raise CredentialsError("botToken", "required (the app's Bot User OAuth Token, xoxb-...)")
+        token = token.strip()
+        if not token.startswith("xoxb-") or any(c.isspace() for c in token):
+            raise CredentialsError("botToken", "expected a bot token starting with xoxb-")
+        return {"botToken": token}
+
+    def generate_secrets(
+        self, given_secret: str | None, given_verify_token: str | None
+    ) -> tuple[str | None, str | None]:
+        # Slack chooses the Signing Secret; we cannot generate one.
+        if not given_secret or not given_secret.strip():
+            raise CredentialsError("secret", "the Slack app's Signing Secret is required (Basic Information page)")
+        return given_secret.strip(), None
+
+    # ---- input side
+    async def verify(self, webhook: Webhook, request: WebhookRequest) -> None:
+        ok = slack_verify(webhook.secret or "", request.headers.get("x-slack-request-timestamp"),
+                          request.headers.get("x-slack-signature"), request.body, request.now, self.replay_window)
+        if not ok:
+            raise VerificationError("invalid Slack signature or timestamp")
+
+    def parse(self, webhook: Webhook, request: WebhookRequest) -> ParseResult:
+        content_type = request.headers.get("content-type", "")
+        if "application/x-www-form-urlencoded" in content_type:
+            return self._parse_form(request.body)
+        try:
+            envelope = json.loads(request.body)
+        except ValueError:
+            raise PayloadError("body is not JSON") from None
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("type"), str):
+            raise PayloadError("not a Slack Events API payload (no type)")
+        if envelope["type"] == "url_verification":
+            challenge = envelope.get("challenge")
+            if not isinstance(challenge, str):
+                raise PayloadError("url_verification without a challenge")
+            return ParseResult(response={"challenge": challenge})
+        if envelope["type"] != "event_callback":
+            return ParseResult(ignored=1)  # app_rate_limited, ...
+        event = envelope.get("event")
+        if not isinstance(event, dict):
+            raise PayloadError("event_callback without an event")
+        message = _from_event(envelope, event, self._bot_user_ids(webhook, envelope))
+        return ParseResult(messages=[message]) if message else ParseResult(ignored=1)
+
+    def _parse_form(self, body: bytes) -> ParseResult:
+        """Interactivity: one `payload` field of JSON (block_actions carries the pressed button)."""
+        fields = parse_qs(body.decode("utf-8", "replace"))
+        raw = fields.get("payload", [None])[0]
+        if raw is None:
+            return ParseResult(ignored=1)  # slash commands and the like are not conversations
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            raise PayloadError("interactivity payload is not JSON") from None
+        if not isinstance(payload, dict):
+            raise PayloadError("interactivity payload is not an object")
+        message = _from_block_action(payload)
+        return ParseResult(messages=[message]) if message else ParseResult(ignored=1)
+
+    # ---- output side
+    def format(self, text: str) -> str:
+        """mrkdwn control characters: only &, < and > need escaping (Slack 'Escaping text')."""
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+    async def send(self, webhook: Webhook, target: ReplyTarget, text: str) -> list[str]:
+        payload: dict[str, Any] = {"channel": target.chat_id, "text": text}
+        thread_ts = target.meta.get("thread_ts")
+        if thread_ts:
+            payload["thread_ts"] = thread_ts  # always the parent's ts, never a reply's
+        result = await self._call(webhook, "chat.postMessage", payload)
+        return [str(result["ts"])] if result.get("ts") else []
+
+    async def download_media(self, webhook: Webhook, attachment: Attachment) -> tuple[bytes, str | None]:
+        """url_private with the bot token. Without files:read Slack answers a login page (HTTP 200,
+        text/html) instead of the file: that is refused, not stored as the media (§10.13)."""
+        url = attachment.url or ""
+        if not self._is_slack_url(url):
+            raise SendError("attachment URL is not a Slack file URL", retryable=False)
+        headers = {"Authorization": f"Bearer {self._token(webhook)}"}
+        try:
+            body, mime = await download(self.http.session(self.channel), url, self.settings.media_max_bytes, headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SendError(f"network error: {exc.__class__.__name__}", retryable=True) from None
+        if mime == "text/html" and attachment.mime_type != "text/html":
+            raise SendError("Slack answered an HTML page instead of the file (does the token have files:read?)",
+                            retryable=False)
+        return body, attachment.mime_type or mime
+
+    # ---- helpers
+    def _token(self, webhook: Webhook) -> str:
+        token = webhook.credentials.get("botToken")
+        if not token:
+            raise SendError("webhook has no botToken", retryable=False)
+        return token
+
+    def _is_slack_url(self, url: str) -> bool:
+        # The bot token only ever goes to Slack (or to the configured API host, a test double).
+        parsed = urlparse(url)
+        host = (parsed.hostname or "").lower()
+        api_host = (urlparse(self.settings.slack_api_base).hostname or "").lower()
+        if host and host == api_host:
+            return parsed.scheme in ("http", "https")
+        return parsed.scheme == "https" and (host == "slack.com" or host.endswith(".slack.com"))
+
+    def _bot_user_ids(self, webhook: Webhook, envelope: dict[str, Any]) -> set[str]:
+        ids = {str(v) for v in (webhook.state.get("botUserId"), webhook.state.get("bot_user_id")) if v}
+        for auth in envelope.get("authorizations") or []:
+            if isinstance(auth, dict) and auth.get("is_bot") and auth.get("user_id"):
+                ids.add(str(auth["user_id"]))
+        return ids
+
+    async def _call(self, webhook: Webhook, method: str, payload: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.settings.slack_api_base.rstrip('/')}/{method}"
+        headers = {"Authorization": f"Bearer {self._token(webhook)}",
+                   "Content-Type": "application/json; charset=utf-8"}
+        try:
+            async with self.http.session(self.channel).post(url, data=json.dumps(payload).encode(),
+                                                            headers=headers) as response:
+                status = response.status
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:
+                    body = None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SendError(f"{method}: network error: {exc.__class__.__name__}", retryable=True) from None
+        if status == 200 and isinstance(body, dict) and body.get("ok") is True:
+            return body
+        raise _error(method, status, body, retry_after)
+
+
+def _error(method: str, status: int, body: Any, retry_after: float | None) -> SendError:
+    code = body.get("error") if isinstance(body, dict) else None
+    if status == 429 or code in ("ratelimited", "rate_limited"):
+        return SendError(f"{method}: ratelimited", retryable=True, retry_after=retry_after, status=status,
+                         code=code or "ratelimited")
+    if status >= 500:
+        return SendError(f"{method}: HTTP {status}", retryable=True, retry_after=retry_after, status=status,
+                         code=code)
+    if code:
+        # channel_not_found, not_in_channel, is_archived, invalid_auth, account_inactive, token_revoked,
+        # missing_scope, msg_too_long, ...: unknown codes count as permanent too (retrying won't fix them).
+        return SendError(f"{method}: {code}", retryable=code in RETRYABLE_ERRORS, status=status, code=code)
+    return SendError(f"{method}: HTTP {status}", retryable=False, status=status)
+
+
+def _clean_text(text: str, bot_ids: set[str], strip_leading: bool) -> str:
+    """Slack text to plain text: drop the bot's mention, unwrap links, undo the three escapes."""
+    if bot_ids:
+        text = MENTION_RE.sub(lambda m: "" if m.group(1) in bot_ids else m.group(0), text)
+    elif strip_leading:
+        text = LEADING_MENTION_RE.sub("", text)  # app_mention: the mention that woke us comes first
+    text = LINK_RE.sub(lambda m: m.group(1).removeprefix("mailto:") if not m.group(2) or m.group(2) == m.group(1)
+                       else f"{m.group(2)} ({m.group(1)})", text)
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def _file_kind(mime: str) -> str:
+    for prefix, kind in (("image/", "image"), ("audio/", "audio"), ("video/", "video")):
+        if mime.startswith(prefix):
+            return kind
+    return "document"
+
+
+def _files(event: dict[str, Any]) -> list[Attachment]:
+    found = []
+    for item in event.get("files") or []:
+        if not isinstance(item, dict):
+            continue
+        url = item.get("url_private_download") or item.get("url_private")
+        if not url:
+            continue  # tombstoned or hidden_by_limit files carry no URL
+        mime = item.get("mimetype") or "application/octet-stream"
+        found.append(Attachment(kind=_file_kind(mime), mime_type=mime, name=item.get("name"), url=url,
+                                media_id=item.get("id"), size=item.get("size"),
+                                extra={"filetype": item["filetype"]} if item.get("filetype") else {}))
+    return found
+
+
+def _from_event(envelope: dict[str, Any], event: dict[str, Any], bot_ids: set[str]) -> InboundMessage | None:
+    if event.get("type") not in MESSAGE_EVENTS:
+        return None
+    if event.get("bot_id") or event.get("bot_profile") or event.get("subtype") not in KEPT_SUBTYPES:
+        return None  # bots (ourselves included), edits, deletes, joins... (§10.3)
+    user, channel, ts = event.get("user"), event.get("channel"), event.get("ts")
+    if not user or not channel or not ts or user in bot_ids:
+        return None
+    attachments = _files(event)
+    text = _clean_text(str(event.get("text") or ""), bot_ids, strip_leading=event["type"] == "app_mention")
+    if not text and not attachments:
+        return None
+    thread_ts = event.get("thread_ts")
+    # Reply in the thread; in a direct message only when the user wrote in one (a threaded answer to
+    # every DM would hide the conversation in thread panes).
+    reply_thread = thread_ts or (None if event.get("channel_type") == "im" else ts)
+    meta = {"event_id": envelope.get("event_id"), "ts": ts, "thread_ts": reply_thread,
+            "team_id": envelope.get("team_id"), "channel_type": event.get("channel_type"),
+            "event_type": event["type"]}
+    try:
+        timestamp = float(ts)
+    except (TypeError, ValueError):
+        timestamp = None
+    return InboundMessage(
+        channel="slack",
+        message_id=f"{channel}:{ts}",
+        chat_id=str(channel),
+        sender_id=str(user),
+        text=text,
+        kind=attachments[0].kind if attachments else "text",  # as Telegram: a captioned photo is an image
+        timestamp=timestamp,
+        reply_to_id=thread_ts if thread_ts and thread_ts != ts else None,
+        thread_id=thread_ts or ts,
+        attachments=attachments,
+        # thread_ts stays even when None: the conversation's meta is merged from the latest message,
+        # and an older thread must not capture replies to a later top-level DM.
+        meta={k: v for k, v in meta.items() if v is not None or k == "thread_ts"},
+    )
+
+
+def _from_block_action(payload: dict[str, Any]) -> InboundMessage | None:
+    if payload.get("type") != "block_actions":
+        return None
+    actions = [a for a in payload.get("actions") or [] if isinstance(a, dict)]
+    user = payload.get("user") if isinstance(payload.get("user"), dict) else {}
+    container = payload.get("container") if isinstance(payload.get("container"), dict) else {}
+    channel = (payload.get("channel") or {}).get("id") if isinstance(payload.get("channel"), dict) else None
+    channel = channel or container.get("channel_id")
+    if not actions or not user.get("id") or not channel:
+        return None
+    action = actions[0]
+    selected = action.get("selected_option") if isinstance(action.get("selected_option"), dict) else {}
+    text = str(action.get("value") or selected.get("value") or action.get("action_id") or "")
+    message = payload.get("message") if isinstance(payload.get("message"), dict) else {}
+    parent = message.get("thread_ts") or container.get("thread_ts") or message.get("ts") or container.get("message_ts")
+    return InboundMessage(
+        channel="slack",
+        message_id=f"{channel}:action:{action.get('action_ts') or payload.get('trigger_id')}",
+        chat_id=str(channel),
+        sender_id=str(user["id"]),
+        sender_name=user.get("name") or user.get("username"),
+        text=text,
+        kind="interactive",
+        thread_id=parent,
+        # response_url is left out: it lets anyone holding it post into the channel.
+        meta={k: v for k, v in {"action_id": action.get("action_id"), "thread_ts": parent}.items() if v},
+    )

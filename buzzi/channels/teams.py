@@ -1,0 +1,433 @@
+"""Microsoft Teams adapter through the Bot Framework connector (channels.md §7).
+
+Inbound: every activity carries a Bot Framework JWT (RS256), checked against Microsoft's published
+keys: issuer, audience = our appId, expiry with 5 min skew, the key's endorsements must name the
+activity's channelId, and the `serviceurl` claim must equal activity.serviceUrl, the URL replies
+go to (so an unauthenticated serviceUrl is never trusted, §10.12).
+Outbound: a client-credentials token (cached until shortly before expiry), then the reply activity
+POSTed to {serviceUrl}v3/conversations/{id}/activities/{activityId}.
+
+Adapters are long-lived (one per channel): the key and token caches live on the instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlparse
+
+import aiohttp
+import jwt
+import yarl
+
+from buzzi.channels.base import (
+    Attachment,
+    ChannelAdapter,
+    CredentialsError,
+    InboundMessage,
+    ParseResult,
+    PayloadError,
+    ReplyTarget,
+    SendError,
+    VerificationError,
+    WebhookRequest,
+)
+from buzzi.channels.outbound import download, parse_retry_after
+from buzzi.clock import parse_iso
+from buzzi.config import ChannelSettings
+from buzzi.models import Webhook
+
+log = logging.getLogger(__name__)
+
+ISSUER = "https://api.botframework.com"
+ALGORITHMS = ("RS256", "RS384", "RS512")
+LEEWAY_SECONDS = 300
+SCOPE = "https://api.botframework.com/.default"
+TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
+AT_RE = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
+TAG_RE = re.compile(r"<[^>]+>")
+RETRYABLE_STATUSES = {412, 429, 500, 502, 503, 504}
+# Where the bot's Bearer token may go when fetching an inline image besides the activity's serviceUrl.
+MICROSOFT_HOST_SUFFIXES = (".botframework.com", ".trafficmanager.net", ".skype.com", ".teams.microsoft.com")
+
+
+class BotFrameworkKeys:
+    """The OpenID metadata's JWKS, cached for `ttl`; refetched on an unknown kid at most every
+    `min_refresh` seconds, so made-up kids cannot turn every request into two fetches."""
+
+    ttl = 24 * 3600.0
+    min_refresh = 60.0
+
+    def __init__(self, openid_url: str, session: Callable[[], aiohttp.ClientSession],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.openid_url = openid_url
+        self._session = session
+        self._clock = clock
+        self._keys: dict[str, dict[str, Any]] = {}
+        self._fetched_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self, kid: str) -> dict[str, Any] | None:
+        if self._fetched_at is None:
+            await self._refresh(None)
+        elif self._clock() - self._fetched_at > self.ttl:
+            try:
+                await self._refresh(self._fetched_at)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                # Microsoft's keys live for weeks: a day-old copy beats rejecting every activity.
+                log.warning("teams: key refresh failed, keeping cached keys: %s", exc.__class__.__name__)
+        key = self._keys.get(kid)
+        if key is None and self._fetched_at is not None and self._clock() - self._fetched_at >= self.min_refresh:
+            await self._refresh(self._fetched_at)  # keys rotate: a new kid may be live already
+            key = self._keys.get(kid)
+        return key
+
+    async def _refresh(self, seen: float | None) -> None:
+        async with self._lock:
+            if self._fetched_at != seen:
+                return  # another request refreshed while this one waited
+            session = self._session()
+            async with session.get(self.openid_url) as response:
+                response.raise_for_status()
+                metadata = await response.json(content_type=None)
+            jwks_uri = metadata.get("jwks_uri") if isinstance(metadata, dict) else None
+            if not isinstance(jwks_uri, str):
+                raise ValueError("OpenID metadata has no jwks_uri")
+            async with session.get(jwks_uri) as response:
+                response.raise_for_status()
+                jwks = await response.json(content_type=None)
+            keys = jwks.get("keys") if isinstance(jwks, dict) else None
+            if not isinstance(keys, list):
+                raise ValueError("JWKS has no keys")
+            self._keys = {k["kid"]: k for k in keys if isinstance(k, dict) and isinstance(k.get("kid"), str)}
+            self._fetched_at = self._clock()
+
+
+@dataclass
+class _Token:
+    value: str
+    refresh_at: float
+
+
+class TeamsAdapter(ChannelAdapter):
+    channel = "teams"
+    # Teams answers 413 MessageSizeTooBig near 28 KB; community adapters chunk at ~28,000 UTF-16 units.
+    text_limit = 28000
+
+    def __init__(self, settings: ChannelSettings, http: Any) -> None:
+        super().__init__(settings, http)
+        self.keys = BotFrameworkKeys(settings.teams_openid_url, lambda: self.http.session(self.channel))
+        self._tokens: dict[tuple[str, str, str], _Token] = {}
+        self._token_lock = asyncio.Lock()
+        self.clock: Callable[[], float] = time.monotonic  # token expiry; tests move it
+
+    # ---- configuration
+    def validate_credentials(self, credentials: Any) -> dict[str, Any]:
+        if not isinstance(credentials, dict):
+            raise CredentialsError("credentials", "expected an object with appId and appPassword")
+        app_id = credentials.get("appId")
+        try:
+            app_id = str(uuid.UUID(str(app_id).strip())) if isinstance(app_id, str) and app_id.strip() else None
+        except ValueError:
+            app_id = None
+        if not app_id:
+            raise CredentialsError("appId", "expected the bot's Microsoft App ID (a GUID)")
+        password = credentials.get("appPassword")
+        if not isinstance(password, str) or not password:
+            raise CredentialsError("appPassword", "required (the App registration's client secret)")
+        result: dict[str, Any] = {"appId": app_id, "appPassword": password}
+        tenant = credentials.get("tenantId")
+        if tenant not in (None, ""):
+            # It goes into the token URL path: a GUID or a domain such as contoso.onmicrosoft.com.
+            if not isinstance(tenant, str) or not TENANT_RE.match(tenant.strip()):
+                raise CredentialsError("tenantId", "expected a tenant GUID or domain")
+            result["tenantId"] = tenant.strip()
+        return result
+
+    def generate_secrets(
+        self, given_secret: str | None, given_verify_token: str | None
+    ) -> tuple[str | None, str | None]:
+        return None, None  # authenticated by Microsoft's JWT, nothing shared
+
+    # ---- input side
+    async def verify(self, webhook: Webhook, request: WebhookRequest) -> None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise VerificationError("missing Bearer token")
+        token = token.strip()
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise VerificationError("malformed token") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ALGORITHMS or not isinstance(kid, str):
+            raise VerificationError("unsupported token algorithm or no kid")
+        try:
+            activity = json.loads(request.body)
+        except ValueError:
+            activity = None
+        if not isinstance(activity, dict):
+            raise VerificationError("body is not an activity: serviceUrl cannot be checked")
+        try:
+            key = await self.keys.get(kid)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("teams: cannot fetch Bot Framework keys: %s", exc.__class__.__name__)
+            raise VerificationError("signing keys unavailable") from None
+        if key is None:
+            raise VerificationError("unknown signing key")
+        endorsements = key.get("endorsements")
+        if isinstance(endorsements, list) and activity.get("channelId") not in endorsements:
+            raise VerificationError("signing key not endorsed for this channel")
+        try:
+            public = jwt.PyJWK(key, algorithm=alg).key
+            claims = jwt.decode(token, public, algorithms=[alg], audience=webhook.credentials.get("appId"),
+                                issuer=ISSUER, leeway=LEEWAY_SECONDS,
+                                options={"require": ["exp", "iss", "aud"]})
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise VerificationError(f"invalid token: {exc.__class__.__name__}") from None
+        if not activity.get("serviceUrl") or claims.get("serviceurl") != activity.get("serviceUrl"):
+            raise VerificationError("serviceurl claim does not match the activity")
+
+    def parse(self, webhook: Webhook, request: WebhookRequest) -> ParseResult:
+        try:
+            activity = json.loads(request.body)
+        except ValueError:
+            raise PayloadError("body is not JSON") from None
+        if not isinstance(activity, dict) or not isinstance(activity.get("type"), str):
+            raise PayloadError("not a Bot Framework activity (no type)")
+        if activity["type"] != "message":
+            return ParseResult(ignored=1)  # conversationUpdate, typing, messageReaction, installationUpdate, invoke
+        message = _from_activity(activity)
+        return ParseResult(messages=[message]) if message else ParseResult(ignored=1)
+
+    # ---- output side
+    async def send(self, webhook: Webhook, target: ReplyTarget, text: str) -> list[str]:
+        activity = self._activity(webhook, target, "message")
+        activity["text"] = text
+        activity["textFormat"] = "plain"  # agent text arrives as written, not rendered as markdown
+        if target.meta.get("locale"):
+            activity["locale"] = target.meta["locale"]
+        result = await self._post(webhook, target, activity)
+        return [str(result["id"])] if isinstance(result, dict) and result.get("id") else []
+
+    async def typing(self, webhook: Webhook, target: ReplyTarget) -> None:
+        try:
+            await self._post(webhook, target, self._activity(webhook, target, "typing"), reply=False)
+        except SendError as exc:
+            log.info("teams typing failed: %s", exc)
+
+    async def download_media(self, webhook: Webhook, attachment: Attachment) -> tuple[bytes, str | None]:
+        """Personal-chat files come as pre-authorised (tempauth) URLs: no token goes there. Inline
+        images need the bot token, sent only to the activity's service host or Microsoft hosts."""
+        url = attachment.url or ""
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise SendError("attachment has no downloadable URL", retryable=False)
+        headers: dict[str, str] = {}
+        host = parsed.hostname.lower()
+        if not attachment.extra.get("tempauth") and (
+            host == attachment.extra.get("service_host") or host.endswith(MICROSOFT_HOST_SUFFIXES)
+        ):
+            headers["Authorization"] = f"Bearer {await self._token(webhook)}"
+        try:
+            body, mime = await download(self.http.session(self.channel), url, self.settings.media_max_bytes, headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SendError(f"network error: {exc.__class__.__name__}", retryable=True) from None
+        return body, attachment.mime_type or mime
+
+    # ---- helpers
+    def _activity(self, webhook: Webhook, target: ReplyTarget, kind: str) -> dict[str, Any]:
+        meta = target.meta
+        bot = meta.get("recipient") or {"id": f"28:{webhook.credentials.get('appId')}"}
+        activity: dict[str, Any] = {"type": kind, "from": bot, "conversation": {"id": target.chat_id}}
+        if meta.get("from"):
+            activity["recipient"] = meta["from"]
+        return activity
+
+    def _reply_to(self, target: ReplyTarget) -> str | None:
+        if target.in_reply_to is None:
+            return None
+        channel_meta = target.in_reply_to.metadata.get("channel", {})
+        return channel_meta.get("activity_id") or target.in_reply_to.channel_message_id
+
+    async def _post(self, webhook: Webhook, target: ReplyTarget, activity: dict[str, Any],
+                    reply: bool = True) -> Any:
+        service_url = target.meta.get("service_url")
+        if not service_url or not target.chat_id:
+            raise SendError("no serviceUrl or conversation stored for this Teams conversation", retryable=False)
+        url = f"{service_url.rstrip('/')}/v3/conversations/{quote(target.chat_id, safe='')}/activities"
+        reply_to = self._reply_to(target) if reply else None
+        if reply_to:
+            url += f"/{quote(reply_to, safe='')}"
+            activity["replyToId"] = reply_to
+        token = await self._token(webhook)
+        try:
+            async with self.http.session(self.channel).post(
+                yarl.URL(url, encoded=True), json=activity,  # keep our percent-encoding of ':' and ';'
+                headers={"Authorization": f"Bearer {token}"}
+            ) as response:
+                status = response.status
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:
+                    body = None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SendError(f"network error: {exc.__class__.__name__}", retryable=True) from None
+        if 200 <= status < 300:
+            return body
+        if status == 401:
+            self._tokens.pop(self._token_key(webhook), None)  # a revoked token must not stay cached
+        error = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
+        code = error.get("code")
+        # 412 (concurrent operations), 429 (throttled), 5xx retry; 401/403/404/413 and other 4xx do not.
+        raise SendError(f"Teams send: HTTP {status}" + (f" {code}" if code else ""),
+                        retryable=status in RETRYABLE_STATUSES or status >= 500,
+                        retry_after=retry_after, status=status, code=code)
+
+    def _token_url(self, webhook: Webhook) -> str:
+        url = self.settings.teams_token_url
+        tenant = webhook.credentials.get("tenantId")
+        if tenant and "/botframework.com/" in url:
+            url = url.replace("/botframework.com/", f"/{tenant}/", 1)  # single-tenant bot (§7.4)
+        return url
+
+    def _token_key(self, webhook: Webhook) -> tuple[str, str, str]:
+        password = str(webhook.credentials.get("appPassword") or "")
+        return (self._token_url(webhook), str(webhook.credentials.get("appId")),
+                hashlib.sha256(password.encode()).hexdigest())
+
+    async def _token(self, webhook: Webhook) -> str:
+        key = self._token_key(webhook)
+        cached = self._tokens.get(key)
+        if cached and self.clock() < cached.refresh_at:
+            return cached.value
+        async with self._token_lock:  # many concurrent sends, one token request
+            cached = self._tokens.get(key)
+            if cached and self.clock() < cached.refresh_at:
+                return cached.value
+            token = await self._fetch_token(webhook)
+            self._tokens[key] = token
+            return token.value
+
+    async def _fetch_token(self, webhook: Webhook) -> _Token:
+        form = {"grant_type": "client_credentials", "client_id": str(webhook.credentials.get("appId")),
+                "client_secret": str(webhook.credentials.get("appPassword") or ""), "scope": SCOPE}
+        try:
+            async with self.http.session(self.channel).post(self._token_url(webhook), data=form) as response:
+                status = response.status
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:
+                    body = None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SendError(f"Teams token: network error: {exc.__class__.__name__}", retryable=True) from None
+        body = body if isinstance(body, dict) else {}
+        if status != 200 or not isinstance(body.get("access_token"), str):
+            code = body.get("error")
+            raise SendError(f"Teams token request refused: HTTP {status}" + (f" {code}" if code else ""),
+                            retryable=status == 429 or status >= 500, retry_after=retry_after,
+                            status=status, code=code)
+        try:
+            lifetime = float(body.get("expires_in", 3600))
+        except (TypeError, ValueError):
+            lifetime = 3600.0
+        # Refresh 5 minutes early (half the lifetime for short-lived tokens).
+        margin = 300.0 if lifetime > 600 else lifetime / 2
+        return _Token(body["access_token"], self.clock() + lifetime - margin)
+
+
+def _clean_text(text: str, bot_names: set[str]) -> str:
+    """Drop the bot's <at>Name</at> mention, keep other people's names, undo HTML escapes."""
+    text = AT_RE.sub(lambda m: "" if html.unescape(m.group(1)).strip() in bot_names else m.group(1), text)
+    text = TAG_RE.sub("", text)
+    return re.sub(r"[ \t]{2,}", " ", html.unescape(text).replace("\xa0", " ")).strip()
+
+
+def _attachments(activity: dict[str, Any], service_host: str | None) -> list[Attachment]:
+    found: list[Attachment] = []
+    for item in activity.get("attachments") or []:
+        if not isinstance(item, dict):
+            continue
+        ctype = str(item.get("contentType") or "")
+        content = item.get("content") if isinstance(item.get("content"), dict) else {}
+        if ctype == "application/vnd.microsoft.teams.file.download.info" and content.get("downloadUrl"):
+            found.append(Attachment(kind="document", name=item.get("name"), url=content["downloadUrl"],
+                                    media_id=content.get("uniqueId"),
+                                    extra={"tempauth": True, "fileType": content.get("fileType")}))
+        elif ctype.startswith(("image/", "audio/", "video/")) and item.get("contentUrl"):
+            found.append(Attachment(kind=ctype.split("/", 1)[0], mime_type=ctype, name=item.get("name"),
+                                    url=item["contentUrl"],
+                                    extra={"service_host": service_host} if service_host else {}))
+        # text/html duplicates `text`; cards are the bot's own or carry data in `value`.
+    return found
+
+
+def _from_activity(activity: dict[str, Any]) -> InboundMessage | None:
+    sender = activity.get("from") if isinstance(activity.get("from"), dict) else {}
+    bot = activity.get("recipient") if isinstance(activity.get("recipient"), dict) else {}
+    conversation = activity.get("conversation") if isinstance(activity.get("conversation"), dict) else {}
+    if not activity.get("id") or not sender.get("id") or not conversation.get("id"):
+        return None
+    if bot.get("id") and sender.get("id") == bot.get("id"):
+        return None
+    bot_names = {str(e.get("text") or "") for e in activity.get("entities") or []
+                 if isinstance(e, dict) and e.get("type") == "mention"
+                 and isinstance(e.get("mentioned"), dict) and e["mentioned"].get("id") == bot.get("id")}
+    bot_names = {AT_RE.sub(lambda m: html.unescape(m.group(1)).strip(), n) for n in bot_names if n}
+    bot_names.add(str(bot.get("name") or ""))
+    text = _clean_text(str(activity.get("text") or ""), bot_names - {""})
+    service_url = str(activity.get("serviceUrl") or "")
+    attachments = _attachments(activity, urlparse(service_url).hostname)
+    value = activity.get("value")
+    kind = "text"
+    if not text and value not in (None, {}, []):
+        # Adaptive Card Action.Submit: empty text, the card's data in `value` (§10.11).
+        kind = "interactive"
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    elif attachments:
+        kind = attachments[0].kind
+    if not text and not attachments:
+        return None
+    channel_data = activity.get("channelData") if isinstance(activity.get("channelData"), dict) else {}
+    tenant = (channel_data.get("tenant") or {}).get("id") if isinstance(channel_data.get("tenant"), dict) else None
+    meta: dict[str, Any] = {
+        "service_url": service_url,
+        "activity_id": activity["id"],
+        "channel_id": activity.get("channelId"),
+        "from": {k: sender[k] for k in ("id", "name", "aadObjectId") if sender.get(k)},
+        "recipient": {k: bot[k] for k in ("id", "name") if bot.get(k)},
+        "conversation": {k: conversation[k] for k in ("id", "conversationType", "tenantId", "isGroup")
+                         if conversation.get(k) is not None},
+        "tenant_id": tenant or conversation.get("tenantId"),
+        "locale": activity.get("locale"),
+    }
+    if kind == "interactive":
+        meta["value"] = value
+    try:
+        timestamp = parse_iso(activity["timestamp"]) if isinstance(activity.get("timestamp"), str) else None
+    except ValueError:
+        timestamp = None
+    return InboundMessage(
+        channel="teams",
+        message_id=str(activity["id"]),
+        chat_id=str(conversation["id"]),
+        sender_id=str(sender["id"]),
+        sender_name=sender.get("name"),
+        text=text,
+        kind=kind,
+        timestamp=timestamp,
+        reply_to_id=activity.get("replyToId"),
+        attachments=attachments,
+        meta={k: v for k, v in meta.items() if v not in (None, "", {})},
+    )

@@ -1,0 +1,186 @@
+"""Web chat sessions and messages (SPEC §3), independent of HTTP.
+
+A session id is a bearer secret; only its sha256 is stored (on the conversation) and used as a
+cache key, so neither the store nor Redis ever holds a usable session id.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from buzzi import clock
+from buzzi.broker.base import Broker
+from buzzi.config import Settings
+from buzzi.crypto import sha256_hex
+from buzzi.ids import new_id, new_session_id
+from buzzi.models import PENDING, WEB_CHANNEL, Agent, Company, Conversation, Message
+from buzzi.ratelimit import RateLimiter
+from buzzi.store.base import Store
+
+MAX_ATTACHMENTS = 10
+
+
+class ChatError(Exception):
+    """An expected refusal: `status` and `message` go to the client as they are."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class InvalidSession(ChatError):
+    def __init__(self) -> None:
+        super().__init__(401, "Invalid session")
+
+
+@dataclass(frozen=True)
+class ChatSession:
+    key: str  # sha256 of the session id
+    conversation_id: str
+    company_id: str
+    agent_id: str
+    expires_at: float
+
+    @property
+    def stream(self) -> str:
+        return conversation_stream(self.conversation_id)
+
+
+def conversation_stream(conversation_id: str) -> str:
+    return f"conv:{conversation_id}"
+
+
+class ChatService:
+    def __init__(self, store: Store, broker: Broker, limiter: RateLimiter, settings: Settings) -> None:
+        self.store = store
+        self.broker = broker
+        self.limiter = limiter
+        self.settings = settings
+        self.ttl = settings.chat.session_ttl_seconds
+
+    async def load_agent(self, company_id: Any, agent_id: Any) -> tuple[Company, Agent]:
+        if not isinstance(company_id, str) or not isinstance(agent_id, str):
+            raise ChatError(400, "companyId and agentId must be strings")
+        company = await self.store.get(Company, company_id)
+        agent = await self.store.get(Agent, agent_id)
+        if company is None or agent is None or agent.company_id != company.id or agent.status != "active":
+            raise ChatError(404, "Agent not found")
+        return company, agent
+
+    @staticmethod
+    def origin_allowed(agent: Agent, origin: str | None) -> bool:
+        """No list = any origin; with a list, a browser Origin must be in it ('*' allows all)."""
+        if not agent.allowed_origins or "*" in agent.allowed_origins:
+            return True
+        return origin is not None and origin.rstrip("/") in [o.rstrip("/") for o in agent.allowed_origins]
+
+    async def create_session(self, body: dict[str, Any], origin: str | None) -> tuple[str, ChatSession]:
+        company, agent = await self.load_agent(body.get("companyId"), body.get("agentId"))
+        if not self.origin_allowed(agent, origin):
+            raise ChatError(403, "Origin not allowed")
+        if not company.subscription_active():
+            raise ChatError(403, "Subscription not active")
+        customer = _customer(body.get("customer"))
+        session_id = new_session_id()
+        key = sha256_hex(session_id)
+        conversation = await self.store.add(Conversation(
+            id=new_id("conversation"), company_id=company.id, agent_id=agent.id, channel=WEB_CHANNEL,
+            session_hash=key, customer=customer,
+        ))
+        return session_id, await self._cache(key, conversation)
+
+    async def resolve(self, session_id: str) -> ChatSession:
+        """The live session, extending its idle TTL; resumed from the store within the resume window."""
+        if not session_id or len(session_id) > 200:
+            raise InvalidSession()
+        key = sha256_hex(session_id)
+        cached = await self.broker.kv_get(f"chat:{key}", touch_ttl=self.ttl)
+        if cached is not None:
+            data = json.loads(cached)
+            return ChatSession(key, data["c"], data["co"], data["a"], clock.now() + self.ttl)
+        conversation = await self.store.find_one(Conversation, session_hash=key)
+        if conversation is None:
+            raise InvalidSession()
+        last = conversation.last_message_at or conversation.created_at
+        if clock.now() - last > self.settings.chat.resume_window_seconds:
+            raise InvalidSession()
+        return await self._cache(key, conversation)
+
+    async def _cache(self, key: str, conversation: Conversation) -> ChatSession:
+        value = json.dumps({"c": conversation.id, "co": conversation.company_id, "a": conversation.agent_id})
+        await self.broker.kv_set(f"chat:{key}", value, self.ttl)
+        return ChatSession(key, conversation.id, conversation.company_id, conversation.agent_id,
+                           clock.now() + self.ttl)
+
+    def validate_message(self, body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+        content = body.get("content")
+        if content is None:
+            raise ChatError(400, "content is required")
+        if not isinstance(content, str):
+            raise ChatError(400, "content must be a string")
+        if not content.strip():
+            raise ChatError(400, "content must not be empty")
+        limit = self.settings.chat.max_content_chars
+        if len(content) > limit:
+            raise ChatError(400, f"content is longer than {limit} characters")
+        attachments = body.get("attachments", [])
+        if attachments is None:
+            attachments = []
+        if not isinstance(attachments, list) or len(attachments) > MAX_ATTACHMENTS:
+            raise ChatError(400, f"attachments must be a list of at most {MAX_ATTACHMENTS} objects")
+        clean = []
+        for item in attachments:
+            if not isinstance(item, dict) or not isinstance(item.get("url", ""), str):
+                raise ChatError(400, "each attachment must be an object with a url")
+            clean.append({k: str(item[k])[:2000] for k in ("url", "mime_type", "name") if item.get(k) is not None})
+        return content, clean
+
+    async def post_message(self, session: ChatSession, body: dict[str, Any], ip: str) -> Message:
+        """Validate, rate-limit, store, count and queue a user message; it is answered by the inbox."""
+        content, attachments = self.validate_message(body)
+        await self.limiter.check_chat(session.company_id, session.key, ip)
+        message = Message(
+            id=new_id("message"), conversation_id=session.conversation_id, company_id=session.company_id,
+            agent_id=session.agent_id, role="user", content=content, attachments=attachments, state=PENDING,
+        )
+        await self.store.add(message)
+        await self.store.record_message(session.conversation_id, message.created_at)
+        await self.broker.notify_inbox()
+        return message
+
+    async def history(self, session: ChatSession, limit: int = 200) -> list[Message]:
+        messages = await self.store.find(
+            Message, conversation_id=session.conversation_id, order_by="created_at", descending=True, limit=limit
+        )
+        return list(reversed(messages))
+
+
+def _customer(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ChatError(400, "customer must be an object")
+    customer = {}
+    for key in ("id", "name", "email"):
+        item = value.get(key)
+        if item is not None:
+            if not isinstance(item, str | int):
+                raise ChatError(400, f"customer.{key} must be a string")
+            customer[key] = str(item)[:200]
+    return customer
+
+
+def render_message(message: Message) -> dict[str, Any]:
+    """A message as the chat API shows it (camelCase, SPEC)."""
+    return {
+        "id": message.id,
+        "role": message.role,
+        "content": message.content,
+        "attachments": message.attachments,
+        "createdAt": clock.iso(message.created_at),
+        "status": message.state,
+        **({"metadata": message.metadata} if message.metadata else {}),
+    }

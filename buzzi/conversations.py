@@ -1,0 +1,68 @@
+"""Human takeover: a person takes a conversation from the bot, replies, and gives it back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from buzzi.broker.base import Broker
+from buzzi.chat import conversation_stream
+from buzzi.delivery import ReplyDelivery
+from buzzi.events import complete, notification
+from buzzi.ids import new_id
+from buzzi.models import Conversation, Message
+from buzzi.store.base import Store
+
+
+class ConversationError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ConversationService:
+    def __init__(self, store: Store, broker: Broker, delivery: ReplyDelivery) -> None:
+        self.store = store
+        self.broker = broker
+        self.delivery = delivery
+
+    async def publish(self, conversation_id: str, name: str, data: dict[str, Any]) -> None:
+        await self.broker.publish(conversation_stream(conversation_id), name, data)
+
+    async def handover(self, conversation: Conversation, action: str, by: str, note: str | None = None
+                       ) -> Conversation:
+        """action "take": a human owns it and the bot stays silent; "release": back to the bot."""
+        if action not in ("take", "release"):
+            raise ConversationError(400, 'action must be "take" or "release"')
+        owner = "human" if action == "take" else "bot"
+        updated = await self.store.update(Conversation, conversation.id, {"owner": owner})
+        if updated is None:
+            raise ConversationError(404, "Conversation not found")
+        await self.publish(conversation.id, *_event(notification(
+            "handover", {"owner": owner, "by": by, **({"message": note} if note else {})})))
+        return updated
+
+    async def human_reply(self, conversation: Conversation, content: Any, author: str) -> Message:
+        """Store a person's reply and deliver it on the conversation's channel or widget stream."""
+        if not isinstance(content, str) or not content.strip():
+            raise ConversationError(400, "content must be a non-empty string")
+        if len(content) > 20000:
+            raise ConversationError(400, "content is too long")
+        reply = Message(
+            id=new_id("message"), conversation_id=conversation.id, company_id=conversation.company_id,
+            agent_id=conversation.agent_id, role="human", content=content, channel=conversation.channel,
+            webhook_id=conversation.webhook_id, metadata={"author": "human", "by": author},
+        )
+        await self.store.add(reply)
+        await self.store.record_message(conversation.id, reply.created_at)
+        await self.publish(conversation.id, *_event(complete(
+            content, {"messageId": reply.id, "author": "human", "tokens": {"input": 0, "output": 0}})))
+        await self.delivery.deliver(conversation, reply, None)
+        return reply
+
+    async def typing(self, conversation: Conversation, author: str) -> None:
+        await self.publish(conversation.id, *_event(notification("typing", {"author": "human", "by": author})))
+
+
+def _event(event: Any) -> tuple[str, dict[str, Any]]:
+    return event.name, event.data

@@ -1,0 +1,110 @@
+"""The inbox worker: every node claims stored user messages and answers them.
+
+Work arrives by wake-up (broker.notify_inbox, so any node reacts at once to a message stored on
+another) and by a slow poll that also picks up messages whose lease expired on a dead node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from buzzi.config import InboxSettings
+from buzzi.broker.base import Broker
+from buzzi.models import FAILED, Message
+from buzzi.processing import MessageProcessor
+from buzzi.store.base import Store
+
+log = logging.getLogger("buzzi.inbox")
+
+
+class InboxWorker:
+    def __init__(self, store: Store, broker: Broker, processor: MessageProcessor, settings: InboxSettings,
+                 node_id: str) -> None:
+        self.store = store
+        self.broker = broker
+        self.processor = processor
+        self.settings = settings
+        self.node_id = node_id
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._kick = asyncio.Event()
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop(), name="inbox")
+
+    def kick(self) -> None:
+        """Local wake-up (the broker's wake-up reaches the other nodes)."""
+        self._kick.set()
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            await self._slots.acquire()
+            try:
+                message = await self.store.claim_next_message(self.node_id, self.settings.lease_seconds)
+            except Exception as exc:  # noqa: BLE001 - store down: keep the node alive and try again
+                self._slots.release()
+                log.warning("claim failed: %s", exc)
+                await asyncio.sleep(self.settings.poll_seconds)
+                continue
+            if message is None:
+                self._slots.release()
+                await self._wait_for_work()
+                continue
+            task = asyncio.create_task(self._process(message), name=f"answer-{message.id}")
+            self._running[message.id] = task
+
+    async def _wait_for_work(self) -> None:
+        self._kick.clear()
+        kicked = asyncio.ensure_future(self._kick.wait())
+        woken = asyncio.ensure_future(self.broker.wait_inbox(self.settings.poll_seconds))
+        try:
+            await asyncio.wait({kicked, woken}, timeout=self.settings.poll_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in (kicked, woken):
+                fut.cancel()
+            with contextlib.suppress(BaseException):
+                await woken
+
+    async def _process(self, message: Message) -> None:
+        try:
+            if message.attempts > self.settings.max_attempts:
+                await self.store.finish_message(
+                    message.id, self.node_id, FAILED, metadata={**message.metadata, "error": "too many attempts"}
+                )
+                return
+            await self.processor.process(message)
+        except asyncio.CancelledError:
+            # Shutdown ran out of grace: hand the message back so another node answers it now.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.release_message(message.id, self.node_id))
+            raise
+        except Exception:
+            log.exception("inbox task for %s crashed", message.id)
+        finally:
+            self._running.pop(message.id, None)
+            self._slots.release()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; let running answers finish within `grace`, release the rest."""
+        self._stopping = True
+        self._kick.set()
+        if self._loop_task:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        running = list(self._running.values())
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)

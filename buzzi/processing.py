@@ -1,0 +1,187 @@
+"""Answering one claimed user message: handover rules, the agent run, the stored reply, delivery.
+
+Exactly-once answers rest on two store guarantees: the claim lease (one node works on a message at
+a time; a dead node's message is claimed again after the lease) and the reply's unique dedupe key
+"reply:{message id}" (a second attempt can never store a second answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from typing import Any
+
+from buzzi.agents.base import AgentContext
+from buzzi.agents.registry import AgentRegistry
+from buzzi.broker.base import Broker
+from buzzi.channels.registry import ChannelRegistry
+from buzzi.chat import conversation_stream
+from buzzi.config import Settings
+from buzzi.conversations import ConversationService
+from buzzi.delivery import ReplyDelivery
+from buzzi.events import AgentEvent
+from buzzi.events import error as error_event
+from buzzi.ids import new_id
+from buzzi.logs import log_fields
+from buzzi.metrics import Metrics
+from buzzi.models import DONE, FAILED, SKIPPED, WEB_CHANNEL, Agent, Company, Conversation, Message
+from buzzi.store.base import Store
+
+log = logging.getLogger("buzzi.processing")
+
+HISTORY_LIMIT = 20
+TYPING_REFRESH_SECONDS = 5.0
+
+
+class MessageProcessor:
+    def __init__(self, store: Store, broker: Broker, agents: AgentRegistry, channels: ChannelRegistry,
+                 settings: Settings, metrics: Metrics, node_id: str) -> None:
+        self.store = store
+        self.broker = broker
+        self.agents = agents
+        self.settings = settings
+        self.metrics = metrics
+        self.node_id = node_id
+        self.delivery = ReplyDelivery(store, channels, settings.channels, metrics)
+        self.conversations = ConversationService(store, broker, self.delivery)
+        phrases = [re.escape(p.strip().lower()) for p in settings.chat.handover_keywords if p.strip()]
+        self._handover = re.compile(r"\b(" + "|".join(phrases) + r")\b") if phrases else None
+
+    def wants_human(self, text: str) -> bool:
+        return bool(self._handover and self._handover.search(text.lower()))
+
+    async def close(self) -> None:
+        pass
+
+    async def process(self, message: Message) -> None:
+        """Handle a message this node has claimed; always ends by finishing the claim."""
+        lease = asyncio.create_task(self._keep_lease(message.id), name=f"lease-{message.id}")
+        try:
+            state, fields = await self._answer(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("processing %s failed", message.id)
+            state, fields = FAILED, {"metadata": {**message.metadata, "error": "internal error"}}
+        finally:
+            lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lease
+        if not await self.store.finish_message(message.id, self.node_id, state, **fields):
+            log.warning("lease on %s was lost before it finished; another node owns it", message.id)
+
+    async def _answer(self, message: Message) -> tuple[str, dict[str, Any]]:
+        conversation = await self.store.get(Conversation, message.conversation_id)
+        agent = await self.store.get(Agent, message.agent_id)
+        company = await self.store.get(Company, message.company_id)
+        if conversation is None or agent is None or company is None:
+            return FAILED, {"metadata": {**message.metadata, "error": "conversation, agent or company is gone"}}
+        if conversation.owner == "human":
+            return SKIPPED, {}  # a person has the conversation: the bot stays silent
+        if self.wants_human(message.content):
+            await self.conversations.handover(conversation, "take", "customer",
+                                              note="A person will answer you here shortly.")
+            return DONE, {"metadata": {**message.metadata, "handover": True}}
+        if agent.status != "active" or not company.subscription_active():
+            return SKIPPED, {}
+
+        stream = conversation_stream(conversation.id)
+        stored = await self.store.find_one(Message, dedupe_key=f"reply:{message.id}")
+        if stored is not None:
+            # An earlier attempt stored the answer and died before finishing: deliver, never re-answer.
+            if stored.delivery.get("status") != "sent":
+                await self.delivery.deliver(conversation, stored, message)
+            return DONE, {}
+        if message.attempts > 1:
+            # The stream may hold a partial answer from the interrupted attempt: tell the client
+            # to drop it; the fresh answer follows.
+            await self._publish(stream, error_event(
+                "interrupted", "The answer was interrupted and is being generated again.", True))
+
+        history = await self._history(message)
+        typing = None
+        if conversation.channel != WEB_CHANNEL:
+            typing = asyncio.create_task(self._typing(conversation, message))
+        try:
+            outcome = await self._run_agent(agent, conversation, message, history, stream)
+        finally:
+            if typing:
+                typing.cancel()
+        if outcome is None:
+            return FAILED, {"metadata": {**message.metadata, "error": "agent error"}}
+        content, metadata = outcome
+        reply = Message(
+            id=new_id("message"), conversation_id=conversation.id, company_id=conversation.company_id,
+            agent_id=agent.id, role="assistant", content=content, channel=conversation.channel,
+            webhook_id=conversation.webhook_id, dedupe_key=f"reply:{message.id}", reply_to=message.id,
+            metadata=metadata,
+        )
+        if not await self.store.add_message_once(reply):
+            return DONE, {}  # another attempt answered first
+        await self.store.record_message(conversation.id, reply.created_at)
+        await self._publish(stream, AgentEvent("complete", {"content": content,
+                                                            "metadata": {"messageId": reply.id, **metadata}}))
+        await self.delivery.deliver(conversation, reply, message)
+        return DONE, {}
+
+    async def _run_agent(self, agent: Agent, conversation: Conversation, message: Message,
+                         history: list[Message], stream: str) -> tuple[str, dict[str, Any]] | None:
+        """Stream the agent's events to the conversation; return (content, metadata) of its
+        answer, or None after publishing an error."""
+        ctx = AgentContext(agent=agent, conversation=conversation, message=message, history=history)
+        started = time.perf_counter()
+        first = True
+        deltas: list[str] = []
+        try:
+            async with asyncio.timeout(self.settings.agents.timeout_seconds), \
+                    contextlib.aclosing(self.agents.run(ctx)) as events:
+                async for event in events:
+                    if first:
+                        self.metrics.agent_latency.labels(agent.kind).observe(time.perf_counter() - started)
+                        first = False
+                    if event.name == "complete":
+                        self.metrics.agent_runs.labels(agent.kind, "complete").inc()
+                        content = "".join(deltas)
+                        metadata = dict(event.data.get("metadata") or {})
+                        return content, metadata
+                    if event.name == "error":
+                        self.metrics.agent_runs.labels(agent.kind, "error").inc()
+                        await self._publish(stream, event)
+                        return None
+                    if event.name == "delta":
+                        deltas.append(str(event.data.get("content", "")))
+                    await self._publish(stream, event)
+        except TimeoutError:
+            self.metrics.agent_runs.labels(agent.kind, "timeout").inc()
+            await self._publish(stream, error_event("agent_timeout", "The agent took too long to answer.", True))
+            return None
+        self.metrics.agent_runs.labels(agent.kind, "no_answer").inc()
+        await self._publish(stream, error_event("agent_error", "The agent ended without an answer.", True))
+        return None
+
+    async def _history(self, message: Message) -> list[Message]:
+        recent = await self.store.find(Message, conversation_id=message.conversation_id, order_by="created_at",
+                                       descending=True, limit=HISTORY_LIMIT + 1)
+        return [m for m in reversed(recent) if m.id != message.id and m.created_at <= message.created_at]
+
+    async def _publish(self, stream: str, event: AgentEvent) -> None:
+        await self.broker.publish(stream, event.name, event.data)
+
+    async def _typing(self, conversation: Conversation, message: Message) -> None:
+        while True:
+            await self.delivery.typing(conversation, message)
+            await asyncio.sleep(TYPING_REFRESH_SECONDS)
+
+    async def _keep_lease(self, message_id: str) -> None:
+        lease = self.settings.inbox.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                if not await self.store.extend_lease(message_id, self.node_id, lease):
+                    log_fields(log, logging.WARNING, "lease lost", message=message_id)
+                    return
+            except Exception as exc:  # noqa: BLE001 - a store hiccup must not kill the answer
+                log.warning("lease extension failed: %s", exc)

@@ -1,0 +1,45 @@
+"""Rate limits on top of the broker's atomic fixed-window counter, so one limit holds for every
+node sharing the broker (SPEC §3: checked and counted atomically, shared by all nodes)."""
+
+from __future__ import annotations
+
+from buzzi.broker.base import Broker, RateDecision
+from buzzi.config import LimitSettings
+from buzzi.metrics import Metrics
+
+WINDOW_SECONDS = 60.0
+
+
+class RateLimited(Exception):
+    def __init__(self, scope: str, retry_after: int) -> None:
+        super().__init__(f"rate limit exceeded: {scope}")
+        self.scope = scope
+        self.retry_after = retry_after
+
+
+class RateLimiter:
+    def __init__(self, broker: Broker, limits: LimitSettings, metrics: Metrics) -> None:
+        self.broker = broker
+        self.limits = limits
+        self.metrics = metrics
+
+    async def check(self, *scopes: tuple[str, str, int]) -> None:
+        """Count one hit in each (scope, key, limit); raise RateLimited at the first refusal."""
+        for scope, key, limit in scopes:
+            decision: RateDecision = await self.broker.hit(f"rl:{scope}:{key}", limit, WINDOW_SECONDS)
+            if not decision.allowed:
+                self.metrics.rate_limited.labels(scope).inc()
+                raise RateLimited(scope, max(1, int(decision.retry_after + 0.999)))
+
+    async def check_chat(self, company_id: str, session_key: str, ip: str) -> None:
+        await self.check(
+            ("ip", ip, self.limits.ip_per_minute),
+            ("session", session_key, self.limits.session_per_minute),
+            ("company", company_id, self.limits.company_per_minute),
+        )
+
+    async def check_webhook(self, company_id: str, webhook_id: str) -> None:
+        await self.check(
+            ("webhook", webhook_id, self.limits.webhook_per_minute),
+            ("company", company_id, self.limits.company_per_minute),
+        )

@@ -1,0 +1,119 @@
+"""The composition root: one Gateway per process wires the store, the broker, the registries and
+the services, and owns their start and stop. Handlers reach services only through it."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import secrets
+
+from buzzi.agents.registry import AgentRegistry
+from buzzi.auth import TokenService
+from buzzi.bootstrap import ensure_demo, ensure_owner
+from buzzi.broker import open_broker
+from buzzi.broker.base import Broker
+from buzzi.channels.registry import ChannelRegistry
+from buzzi.chat import ChatService
+from buzzi.config import Settings
+from buzzi.crypto import SecretBox
+from buzzi.inbox import InboxWorker
+from buzzi.metrics import Metrics
+from buzzi.processing import MessageProcessor
+from buzzi.ratelimit import RateLimiter
+from buzzi.store import Store, open_store
+from buzzi.streams import StreamHub
+from buzzi.webhooks import WebhookService
+
+log = logging.getLogger("buzzi.runtime")
+
+
+def resolve_secret_key(settings: Settings) -> str:
+    """BUZZI_SECRET_KEY, else a key generated once into data_dir (mode 0600) and reused."""
+    if settings.security.secret_key:
+        return settings.security.secret_key
+    path = settings.data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    log.info("generated a secret key into %s", path)
+    return key
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id
+        self.draining = False
+        self.trusted_proxies = [ipaddress.ip_network(c, strict=False) for c in settings.server.trusted_proxies]
+        secret_key = resolve_secret_key(settings)
+        self.box = SecretBox(secret_key)
+        self.metrics = Metrics()
+        self.tokens = TokenService(secret_key, settings.security.token_ttl_seconds)
+        self.store: Store = open_store(
+            settings.store.url, self.box, timeout=settings.store.timeout_seconds,
+            database=settings.store.mongodb_database,
+        )
+        self.broker: Broker = open_broker(settings.broker.url, settings.broker, self.node_id)
+        self.agents = AgentRegistry(settings.agents)
+        self.channels = ChannelRegistry(
+            settings.channels, replay_window_seconds=settings.webhooks.replay_window_seconds
+        )
+        self.limiter = RateLimiter(self.broker, settings.limits, self.metrics)
+        self.streams = StreamHub(self.broker, settings, self.node_id, self.metrics)
+        self.chat = ChatService(self.store, self.broker, self.limiter, settings)
+        self.processor = MessageProcessor(
+            self.store, self.broker, self.agents, self.channels, settings, self.metrics, self.node_id
+        )
+        self.inbox = InboxWorker(self.store, self.broker, self.processor, settings.inbox, self.node_id)
+        self.webhooks = WebhookService(
+            self.store, self.broker, self.channels, self.limiter, settings, self.metrics
+        )
+        self.demo: tuple[str, str] | None = None
+        self.generated_admin_password: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.broker.open()
+        security = self.settings.security
+        self.generated_admin_password = await ensure_owner(self.store, security.admin_email, security.admin_password)
+        if self.settings.chat.create_demo:
+            company, agent = await ensure_demo(self.store)
+            self.demo = (company.id, agent.id)
+        await self.streams.start()
+        self.inbox.start()
+        log.info("node %s started (store %s, broker %s)", self.node_id,
+                 self.settings.store.url.split("://")[0], self.settings.broker.url.split("://")[0])
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        for name, dep in (("store", self.store), ("broker", self.broker)):
+            try:
+                await asyncio.wait_for(dep.ping(), timeout=2.0)
+                checks[name] = "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+                checks[name] = f"error: {exc.__class__.__name__}"
+        return checks
+
+    async def drain(self) -> None:
+        """SIGTERM, first half: end open streams cleanly so clients reconnect to another node."""
+        self.draining = True
+        await self.streams.drain()
+
+    async def stop(self) -> None:
+        """Finish or release in-flight work within the grace period, then close everything."""
+        self.draining = True
+        await self.inbox.stop(self.settings.server.shutdown_grace_seconds)
+        await self.streams.stop()
+        await self.processor.close()
+        await self.agents.close()
+        await self.channels.close()
+        await self.broker.close()
+        await self.store.close()
+        log.info("node %s stopped", self.node_id)

@@ -1,0 +1,163 @@
+"""Live SSE streams held by this node: gap-free replay + live delivery, presence and draining.
+
+Order of operations for a (re)connecting client: subscribe first, then read the log after its
+Last-Event-ID, then deliver live events, skipping any id already sent. Subscribing before reading
+the log is what makes the hand-over gap-free; skipping ids is what makes it duplicate-free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from buzzi import clock
+from buzzi.broker.base import Broker, StreamEvent, SubscriptionClosed
+from buzzi.config import Settings
+from buzzi.events import TERMINAL
+from buzzi.metrics import Metrics
+
+log = logging.getLogger("buzzi.streams")
+
+HEARTBEAT = None  # what `events()` yields when a heartbeat comment is due
+
+
+@dataclass(eq=False)  # identity semantics: each connection is its own stream
+class LiveStream:
+    stream: str
+    conversation_id: str
+    company_id: str
+    agent_id: str
+    connected_at: float = field(default_factory=clock.now)
+    last_event_id: str | None = None
+    events_sent: int = 0
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def info(self, node_id: str) -> dict[str, Any]:
+        return {
+            "nodeId": node_id, "conversationId": self.conversation_id, "companyId": self.company_id,
+            "agentId": self.agent_id, "connectedSince": clock.iso(self.connected_at),
+            "lastEventId": self.last_event_id, "eventsSent": self.events_sent,
+        }
+
+
+class StreamHub:
+    def __init__(self, broker: Broker, settings: Settings, node_id: str, metrics: Metrics) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.node_id = node_id
+        self.metrics = metrics
+        self.live: set[LiveStream] = set()
+        self._dirty = asyncio.Event()
+        self._presence_task: asyncio.Task[None] | None = None
+        self.draining = False
+        self.started_at = clock.now()
+
+    async def start(self) -> None:
+        self._presence_task = asyncio.create_task(self._publish_presence(), name="presence")
+
+    def open(self, stream: str, conversation_id: str, company_id: str, agent_id: str) -> LiveStream:
+        live = LiveStream(stream, conversation_id, company_id, agent_id)
+        self.live.add(live)
+        self.metrics.sse_streams.set(len(self.live))
+        self._dirty.set()
+        return live
+
+    def close(self, live: LiveStream) -> None:
+        live.closed.set()
+        self.live.discard(live)
+        self.metrics.sse_streams.set(len(self.live))
+        self._dirty.set()
+
+    async def events(self, live: LiveStream, last_event_id: str | None) -> AsyncIterator[StreamEvent | None]:
+        """Events for one client: replayed after last_event_id, then live; ends after a terminal
+        event, on drain, or when the client falls too far behind (it resumes by Last-Event-ID).
+        Yields HEARTBEAT (None) when nothing happened for heartbeat_seconds."""
+        chat = self.settings.chat
+        sub = self.broker.subscribe(live.stream, maxsize=chat.stream_buffer_events)
+        try:
+            if last_event_id is None:
+                # A fresh client starts at the present: history comes from GET .../messages.
+                last_seq = int(await self.broker.last_id(live.stream) or 0)
+            else:
+                last_seq = _seq(last_event_id)
+                for event in await self.broker.replay(live.stream, str(last_seq)):
+                    last_seq = event.seq
+                    yield event
+                    if event.event in TERMINAL:
+                        return
+            closed = asyncio.ensure_future(live.closed.wait())
+            try:
+                while not live.closed.is_set():
+                    getter = asyncio.ensure_future(sub.get())
+                    done, _ = await asyncio.wait(
+                        {getter, closed}, timeout=chat.heartbeat_seconds, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if getter not in done:
+                        getter.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, SubscriptionClosed):
+                            await getter
+                        if not done:
+                            yield HEARTBEAT
+                        continue
+                    try:
+                        event = getter.result()
+                    except SubscriptionClosed:
+                        log.info("stream %s cut off (slow client or broker closed)", live.conversation_id)
+                        return
+                    if event.seq <= last_seq:
+                        continue
+                    last_seq = event.seq
+                    yield event
+                    if event.event in TERMINAL:
+                        return
+            finally:
+                closed.cancel()
+        finally:
+            sub.close()
+
+    def sent(self, live: LiveStream, event: StreamEvent) -> None:
+        live.last_event_id = event.id
+        live.events_sent += 1
+        self.metrics.sse_events.inc()
+
+    async def drain(self) -> None:
+        """End every open stream now; clients reconnect (to another node) and resume."""
+        self.draining = True
+        for live in list(self.live):
+            live.closed.set()
+
+    async def stop(self) -> None:
+        await self.drain()
+        if self._presence_task:
+            self._presence_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._presence_task
+        with contextlib.suppress(Exception):
+            await self.broker.node_leave(self.node_id)
+
+    async def _publish_presence(self) -> None:
+        """Heartbeat this node and its live sessions; push changes within about a second."""
+        ttl = self.settings.broker.node_ttl_seconds
+        period = max(0.5, ttl / 3)
+        while True:
+            try:
+                info = {"streams": len(self.live), "draining": self.draining, "startedAt": clock.iso(self.started_at)}
+                await self.broker.node_heartbeat(self.node_id, info, ttl)
+                await self.broker.set_sessions(self.node_id, [s.info(self.node_id) for s in self.live], ttl)
+            except Exception as exc:  # noqa: BLE001 - presence is best effort; the broker may be restarting
+                log.warning("presence update failed: %s", exc)
+            self._dirty.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), timeout=period)
+            await asyncio.sleep(0.2)  # coalesce bursts of connects/disconnects
+
+
+def _seq(event_id: str) -> int:
+    try:
+        return max(0, int(event_id.strip()))
+    except (ValueError, AttributeError):
+        return 0

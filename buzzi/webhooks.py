@@ -1,0 +1,231 @@
+"""The inbound webhook pipeline (SPEC §2), in the contract's order of checks.
+
+A message is acknowledged only after it is stored: the store's unique dedupe key
+"{webhook id}:{channel message id}" decides new vs duplicate before anything else happens, so
+channel retries and concurrent duplicates produce one stored message and one answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from buzzi import clock
+from buzzi.broker.base import Broker, BrokerUnavailable
+from buzzi.channels.base import (
+    ChannelAdapter,
+    InboundMessage,
+    PayloadError,
+    VerificationError,
+    WebhookRequest,
+)
+from buzzi.channels.registry import ChannelRegistry
+from buzzi.config import Settings
+from buzzi.ids import new_id
+from buzzi.logs import log_fields
+from buzzi.metrics import Metrics
+from buzzi.models import CHANNELS, PENDING, Agent, Company, Conversation, Message, Webhook, WebhookEvent
+from buzzi.ratelimit import RateLimited, RateLimiter
+from buzzi.store.base import Store, StoreUnavailable
+
+log = logging.getLogger("buzzi.webhooks")
+
+SECRET_HEADERS = ("authorization", "x-hub-signature", "x-hub-signature-256", "x-slack-signature",
+                  "x-telegram-bot-api-secret-token", "webhook-signature", "cookie")
+_SECRET_JSON = re.compile(r'("(?:[a-z_]*token|secret|password|api_?key)"\s*:\s*)"[^"]*"', re.IGNORECASE)
+BODY_EXCERPT = 4096
+
+
+@dataclass
+class WebhookResult:
+    status: int
+    body: dict[str, Any] | str
+    outcome: str
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    detail: str = ""
+    message_ids: list[str] = field(default_factory=list)
+
+
+def _json(status: int, outcome: str, body: dict[str, Any], detail: str = "", **kw: Any) -> WebhookResult:
+    return WebhookResult(status, body, outcome, detail=detail or str(body.get("error", "")), **kw)
+
+
+INVALID = _json(404, "rejected", {"error": "Invalid webhook"})
+
+
+def redact_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {k: ("[redacted]" if k.lower() in SECRET_HEADERS else v[:300]) for k, v in headers.items()}
+
+
+def redact_body(body: bytes) -> str:
+    return _SECRET_JSON.sub(r'\1"[redacted]"', body[:BODY_EXCERPT].decode("utf-8", errors="replace"))
+
+
+def ip_allowed(ip: str, allowlist: list[str]) -> bool:
+    if not allowlist:
+        return True
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    for cidr in allowlist:
+        try:
+            if addr in ipaddress.ip_network(cidr, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+class WebhookService:
+    def __init__(self, store: Store, broker: Broker, channels: ChannelRegistry, limiter: RateLimiter,
+                 settings: Settings, metrics: Metrics) -> None:
+        self.store = store
+        self.broker = broker
+        self.channels = channels
+        self.limiter = limiter
+        self.settings = settings
+        self.metrics = metrics
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def handle(self, company_id: str, agent_id: str, channel: str, webhook_id: str,
+                     request: WebhookRequest) -> WebhookResult:
+        started = time.perf_counter()
+        webhook: Webhook | None = None
+        try:
+            webhook, result = await self._handle(company_id, agent_id, channel, webhook_id, request)
+        except (StoreUnavailable, BrokerUnavailable) as exc:
+            log_fields(log, logging.WARNING, "webhook refused: dependency unavailable", error=str(exc))
+            result = _json(503, "error", {"error": "Unavailable"}, detail=str(exc))
+        latency = (time.perf_counter() - started) * 1000
+        self.metrics.webhooks.labels(channel if channel in CHANNELS else "unknown", result.outcome).inc()
+        if webhook is not None:
+            self._spawn(self._record(webhook, request, result, latency))
+        return result
+
+    async def _handle(self, company_id: str, agent_id: str, channel: str, webhook_id: str,
+                      request: WebhookRequest) -> tuple[Webhook | None, WebhookResult]:
+        if channel not in CHANNELS:
+            return None, INVALID
+        webhook = await self.store.get(Webhook, webhook_id)
+        if (webhook is None or webhook.status != "active" or webhook.channel != channel
+                or webhook.company_id != company_id or webhook.agent_id != agent_id):
+            return None, INVALID
+        agent = await self.store.get(Agent, agent_id)
+        company = await self.store.get(Company, company_id)
+        if agent is None or agent.status != "active" or company is None:
+            return webhook, INVALID
+        if not ip_allowed(request.remote_ip, webhook.ip_allowlist):
+            return webhook, _json(403, "rejected", {"error": "Forbidden"}, detail=f"ip {request.remote_ip}")
+        if len(request.body) > self.settings.webhooks.max_body_bytes:
+            return webhook, _json(413, "rejected", {"error": "Payload too large"})
+
+        adapter = self.channels.adapter(channel)
+        if request.method == "GET":
+            handshake = adapter.handshake(webhook, request)
+            if handshake is None:
+                return webhook, _json(405, "rejected", {"error": "Not supported"})
+            outcome = "verified" if handshake.status == 200 else "rejected"
+            return webhook, WebhookResult(handshake.status, handshake.body, outcome, handshake.content_type,
+                                          detail="handshake")
+        try:
+            await adapter.verify(webhook, request)
+        except VerificationError as exc:
+            return webhook, _json(401, "rejected", {"error": "Invalid signature"}, detail=str(exc))
+        try:
+            await self.limiter.check_webhook(company.id, webhook.id)
+        except RateLimited as exc:
+            return webhook, _json(429, "rejected", {"error": "Rate limit exceeded", "retryAfter": exc.retry_after},
+                                  headers={"Retry-After": str(exc.retry_after)}, detail=f"limit {exc.scope}")
+        try:
+            parsed = adapter.parse(webhook, request)
+        except PayloadError as exc:
+            return webhook, _json(400, "rejected", {"error": str(exc) or "Malformed payload"})
+        if parsed.response is not None:
+            return webhook, _json(200, "verified", parsed.response, detail="challenge")
+        if not company.subscription_active():
+            return webhook, _json(200, "ignored", {"status": "ignored"}, detail="subscription not active")
+        if not parsed.messages:
+            return webhook, _json(200, "ok", {"status": "ok"}, detail=f"{parsed.ignored} non-message events")
+
+        new_ids = []
+        for inbound in parsed.messages:
+            message = await self._store_message(webhook, inbound)
+            if message is not None:
+                new_ids.append(message.id)
+                self._spawn(self._acknowledge(adapter, webhook, inbound))
+        if not new_ids:
+            return webhook, _json(200, "duplicate", {"status": "duplicate"})
+        await self.broker.notify_inbox()
+        return webhook, _json(200, "ok", {"status": "ok"}, message_ids=new_ids)
+
+    async def _store_message(self, webhook: Webhook, inbound: InboundMessage) -> Message | None:
+        """Store one inbound message unless its dedupe key was seen; None for a duplicate."""
+        dedupe_key = f"{webhook.id}:{inbound.message_id}"
+        if await self.store.find_one(Message, dedupe_key=dedupe_key) is not None:
+            return None  # cheap path for retries; the unique index below settles races
+        customer = {"id": inbound.sender_id, **({"name": inbound.sender_name} if inbound.sender_name else {})}
+        conversation, created = await self.store.get_or_create_conversation(Conversation(
+            id=new_id("conversation"), company_id=webhook.company_id, agent_id=webhook.agent_id,
+            channel=webhook.channel, webhook_id=webhook.id, external_chat_id=inbound.chat_id,
+            chat_key=f"{webhook.id}:{inbound.chat_id}", customer=customer, meta=dict(inbound.meta),
+        ))
+        message = Message(
+            id=new_id("message"), conversation_id=conversation.id, company_id=webhook.company_id,
+            agent_id=webhook.agent_id, role="user", content=inbound.text, channel=webhook.channel,
+            webhook_id=webhook.id, attachments=[a.to_dict() for a in inbound.attachments],
+            channel_message_id=inbound.message_id, dedupe_key=dedupe_key, state=PENDING,
+            created_at=clock.now(),
+            metadata={"kind": inbound.kind, "sender": customer, "channel": dict(inbound.meta),
+                      **({"replyToId": inbound.reply_to_id} if inbound.reply_to_id else {}),
+                      **({"threadId": inbound.thread_id} if inbound.thread_id else {})},
+        )
+        if not await self.store.add_message_once(message):
+            return None
+        changes: dict[str, Any] = {}
+        if not created and inbound.meta and {**conversation.meta, **inbound.meta} != conversation.meta:
+            changes["meta"] = {**conversation.meta, **inbound.meta}
+        if not created and inbound.sender_name and conversation.customer.get("name") != inbound.sender_name:
+            changes["customer"] = {**conversation.customer, **customer}
+        if changes:
+            await self.store.update(Conversation, conversation.id, changes)
+        await self.store.record_message(conversation.id, message.created_at)
+        return message
+
+    async def _acknowledge(self, adapter: ChannelAdapter, webhook: Webhook, inbound: InboundMessage) -> None:
+        try:
+            await adapter.acknowledge(webhook, inbound)
+        except Exception as exc:  # noqa: BLE001 - a receipt never fails the webhook
+            log.debug("acknowledge failed on %s: %s", webhook.channel, exc.__class__.__name__)
+
+    async def _record(self, webhook: Webhook, request: WebhookRequest, result: WebhookResult,
+                      latency_ms: float) -> None:
+        event = WebhookEvent(
+            id=new_id("webhook_event"), webhook_id=webhook.id, company_id=webhook.company_id,
+            channel=webhook.channel, outcome=result.outcome, status_code=result.status,
+            latency_ms=round(latency_ms, 2), received_at=request.now, detail=result.detail[:500],
+            headers=redact_headers(request.headers), body=redact_body(request.body),
+            message_ids=result.message_ids,
+        )
+        try:
+            await self.store.add_webhook_event(event, self.settings.webhooks.event_retention)
+        except Exception as exc:  # noqa: BLE001 - the delivery log is best effort
+            log.warning("could not record webhook event: %s", exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def wait_idle(self) -> None:
+        """Wait for background bookkeeping (delivery log, receipts); used by shutdown and tests."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)

@@ -1,0 +1,3 @@
+"""Admin JSON API (SPEC §4). (being written)"""
+
+ROUTES: list[tuple] = []

@@ -1,0 +1,123 @@
+"""What every handler shares: JSON in and out, errors as JSON, client IP, metrics and the access log.
+Handlers stay thin: parse the request, call a buzzi service, render the answer."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import tornado.web
+
+from buzzi.broker.base import BrokerUnavailable
+from buzzi.logs import log_fields
+from buzzi.store.base import StoreUnavailable
+
+if TYPE_CHECKING:
+    from buzzi.runtime import Gateway
+
+access_log = logging.getLogger("buzzi.access")
+log = logging.getLogger("buzzi.handlers")
+
+
+class ApiError(Exception):
+    """An expected failure with the status and JSON body the client gets."""
+
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+def parse_json_object(body: bytes, what: str = "body") -> dict[str, Any]:
+    try:
+        data = json.loads(body or b"")
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, f"Invalid JSON {what}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"JSON {what} must be an object")
+    return data
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    @property
+    def gateway(self) -> Gateway:
+        return self.application.settings["gateway"]
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    def json_body(self) -> dict[str, Any]:
+        return parse_json_object(self.request.body)
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(data, separators=(",", ":"), default=str))
+
+    @property
+    def client_ip(self) -> str:
+        """The remote address; X-Forwarded-For is believed only from configured trusted proxies."""
+        remote = self.request.remote_ip or ""
+        trusted = self.gateway.trusted_proxies
+        if not trusted or not _in_networks(remote, trusted):
+            return remote
+        forwarded = self.request.headers.get("X-Forwarded-For", "")
+        for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+            if not _in_networks(hop, trusted):
+                return hop
+        return self.request.headers.get("X-Real-IP", remote)
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, ApiError):
+            if self._finished:
+                return
+            for name, value in e.headers.items():
+                self.set_header(name, value)
+            self.write_json({"error": e.message, **e.extra}, e.status)
+            return
+        if isinstance(e, StoreUnavailable | BrokerUnavailable):
+            log_fields(log, logging.WARNING, "dependency unavailable", error=str(e), path=self.request.path)
+            if not self._finished:
+                self.write_json({"error": "Unavailable"}, 503)
+            return
+        super()._handle_request_exception(e)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        messages = {404: "Not found", 405: "Method not allowed", 500: "Internal server error"}
+        reason = messages.get(status_code, self._reason)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"error": reason}))
+
+    def on_finish(self) -> None:
+        route = type(self).__name__
+        status = self.get_status()
+        elapsed = self.request.request_time()
+        metrics = self.gateway.metrics
+        metrics.http_requests.labels(route, self.request.method, str(status)).inc()
+        metrics.http_latency.labels(route).observe(elapsed)
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's log_function: one line per request, without query strings (they can carry tokens)."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if handler.request.path in ("/healthz", "/readyz", "/metrics") and status < 400:
+        level = logging.DEBUG
+    log_fields(
+        access_log, level, f"{handler.request.method} {handler.request.path} {status}",
+        ms=round(handler.request.request_time() * 1000, 1), route=type(handler).__name__,
+        ip=handler.request.remote_ip,
+    )
+
+
+def _in_networks(ip: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in net for net in networks)

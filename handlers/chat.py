@@ -1,0 +1,132 @@
+"""Web chat API (SPEC §3): sessions, messages, history and the SSE stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import tornado.iostream
+
+from buzzi import clock
+from buzzi.chat import ChatError, ChatSession, render_message
+from buzzi.ratelimit import RateLimited
+from buzzi.streams import HEARTBEAT
+from handlers.base import ApiError, BaseHandler
+
+log = logging.getLogger("buzzi.handlers.chat")
+
+# A client that cannot take a write within this long is cut off; it resumes by Last-Event-ID.
+WRITE_TIMEOUT_SECONDS = 10.0
+
+
+class ChatHandler(BaseHandler):
+    """CORS for the widget on other sites: the origin is echoed back only when the agent allows it;
+    the session id in the URL is the credential, so no cookies are involved."""
+
+    cors_origin: str | None = None
+
+    def set_cors(self, origin: str | None) -> None:
+        if origin:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Vary", "Origin")
+
+    def options(self, *args: Any) -> None:
+        origin = self.request.headers.get("Origin")
+        self.set_cors(origin)
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        self.set_header("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID")
+        self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
+
+    async def session(self, session_id: str) -> ChatSession:
+        try:
+            return await self.gateway.chat.resolve(session_id)
+        except ChatError as exc:
+            raise ApiError(exc.status, exc.message) from None
+        finally:
+            self.set_cors(self.request.headers.get("Origin"))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, ChatError):
+            e = ApiError(e.status, e.message)
+        elif isinstance(e, RateLimited):
+            e = ApiError(429, "Rate limit exceeded", headers={"Retry-After": str(e.retry_after)},
+                         extra={"retryAfter": e.retry_after})
+        super()._handle_request_exception(e)
+
+
+class SessionsHandler(ChatHandler):
+    async def post(self) -> None:
+        origin = self.request.headers.get("Origin")
+        body = self.json_body()
+        await self.gateway.limiter.check(("ip", self.client_ip, self.gateway.settings.limits.ip_per_minute))
+        session_id, session = await self.gateway.chat.create_session(body, origin)
+        self.set_cors(origin)
+        self.write_json({
+            "sessionId": session_id, "conversationId": session.conversation_id,
+            "expiresAt": clock.iso(session.expires_at),
+        }, 201)
+
+
+class MessageHandler(ChatHandler):
+    async def post(self, session_id: str) -> None:
+        session = await self.session(session_id)
+        body = self.json_body()
+        message = await self.gateway.chat.post_message(session, body, self.client_ip)
+        self.gateway.inbox.kick()
+        self.write_json({"messageId": message.id, "status": "processing"}, 202)
+
+
+class HistoryHandler(ChatHandler):
+    async def get(self, session_id: str) -> None:
+        session = await self.session(session_id)
+        messages = await self.gateway.chat.history(session)
+        last_id = await self.gateway.broker.last_id(session.stream)
+        self.write_json({"conversationId": session.conversation_id, "lastEventId": last_id,
+                         "messages": [render_message(m) for m in messages]})
+
+
+class StreamHandler(ChatHandler):
+    """GET /api/chat/{sid}/stream. `Last-Event-ID` (or ?lastEventId= for a widget that reloaded)
+    resumes after that event; without it the stream starts at the present."""
+
+    async def get(self, session_id: str) -> None:
+        if self.gateway.draining:
+            raise ApiError(503, "Unavailable")
+        session = await self.session(session_id)
+        last_event_id = self.request.headers.get("Last-Event-ID") or self.get_query_argument("lastEventId", None)
+        hub = self.gateway.streams
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        live = hub.open(session.stream, session.conversation_id, session.company_id, session.agent_id)
+        self._live = live
+        try:
+            self.write(f"retry: {self.gateway.settings.chat.retry_ms}\n\n")
+            await self._flush()
+            async for event in hub.events(live, last_event_id):
+                if event is HEARTBEAT:
+                    self.write(": heartbeat\n\n")
+                else:
+                    data = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
+                    self.write(f"id: {event.id}\nevent: {event.event}\ndata: {data}\n\n")
+                await self._flush()
+                if event is not HEARTBEAT:
+                    hub.sent(live, event)
+        except (tornado.iostream.StreamClosedError, TimeoutError):
+            pass  # the client went away or could not keep up; it resumes by Last-Event-ID
+        finally:
+            hub.close(live)
+        if not self._finished:
+            self.finish()
+
+    async def _flush(self) -> None:
+        await asyncio.wait_for(self.flush(), WRITE_TIMEOUT_SECONDS)
+
+    def on_connection_close(self) -> None:
+        live = getattr(self, "_live", None)
+        if live is not None:
+            live.closed.set()

@@ -1,0 +1,3 @@
+"""Admin dashboard pages. (being written)"""
+
+ROUTES: list[tuple] = []

@@ -1,0 +1,328 @@
+/* Buzzi web chat widget. One script tag, no dependencies, no build step:
+ *   <script src="https://gateway.example/widget.js" data-company="c_..." data-agent="a_..."
+ *           [data-open="true"] [data-title="Chat with us"] [data-api-base="https://..."]></script>
+ * Everything renders inside an open Shadow DOM root so the host page's CSS cannot leak in.
+ * Every text from users, agents or humans goes into the DOM through textContent only. */
+(function () {
+  "use strict";
+
+  var script = document.currentScript ||
+    document.querySelector("script[data-company][data-agent][src*='widget.js']");
+  if (!script || window.__buzziWidgetLoaded) return;
+  window.__buzziWidgetLoaded = true;
+
+  var cfg = {
+    company: script.getAttribute("data-company") || "",
+    agent: script.getAttribute("data-agent") || "",
+    title: script.getAttribute("data-title") || "Chat with us",
+    open: script.getAttribute("data-open") === "true",
+    // The API lives next to the script (cross-origin embeds work without configuration).
+    api: (script.getAttribute("data-api-base") ||
+      new URL(script.src, location.href).href.replace(/\/widget\.js(\?.*)?$/, "")).replace(/\/+$/, "")
+  };
+  var KEY = "buzzi:" + cfg.company + ":" + cfg.agent;
+  var store = {
+    get: function (k) { try { return localStorage.getItem(KEY + ":" + k); } catch (e) { return null; } },
+    set: function (k, v) { try { localStorage.setItem(KEY + ":" + k, v); } catch (e) { /* private mode */ } },
+    del: function (k) { try { localStorage.removeItem(KEY + ":" + k); } catch (e) { /* private mode */ } }
+  };
+
+  var CSS = [
+    ":host{all:initial;font:14px/1.4 system-ui,-apple-system,Segoe UI,sans-serif;color:#1d2330}",
+    "*{box-sizing:border-box}",
+    ".bubble{position:fixed;right:20px;bottom:20px;width:56px;height:56px;border-radius:50%;border:0;",
+    "background:#2f5bea;color:#fff;font-size:26px;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483000}",
+    ".bubble:focus-visible,button:focus-visible,textarea:focus-visible{outline:3px solid #f5a623;outline-offset:2px}",
+    ".panel{position:fixed;right:20px;bottom:88px;width:360px;max-width:calc(100vw - 40px);height:520px;",
+    "max-height:calc(100vh - 110px);display:flex;flex-direction:column;background:#fff;border-radius:12px;",
+    "box-shadow:0 8px 30px rgba(0,0,0,.25);overflow:hidden;z-index:2147483000}",
+    ".panel[hidden]{display:none}",
+    "header{display:flex;align-items:center;justify-content:space-between;padding:12px 14px;background:#2f5bea;color:#fff}",
+    "header h2{margin:0;font-size:15px;font-weight:600}",
+    ".close{background:none;border:0;color:#fff;font-size:20px;cursor:pointer;line-height:1}",
+    ".messages{flex:1;overflow-y:auto;margin:0;padding:12px;list-style:none;background:#f6f7fb}",
+    ".msg{max-width:85%;margin:6px 0;padding:8px 11px;border-radius:12px;white-space:pre-wrap;word-wrap:break-word}",
+    ".msg.user{margin-left:auto;background:#2f5bea;color:#fff;border-bottom-right-radius:3px}",
+    ".msg.assistant{background:#fff;border:1px solid #e1e4ec;border-bottom-left-radius:3px}",
+    ".msg.human{background:#e9f7ef;border:1px solid #9fd8b5;border-bottom-left-radius:3px}",
+    ".msg.streaming{opacity:.85}",
+    ".msg.failed{opacity:.6;border:1px dashed #c0392b}",
+    ".who{display:block;font-size:11px;font-weight:600;color:#1e7b45;margin-bottom:2px}",
+    ".system{text-align:center;color:#5b6275;font-size:12px;margin:8px 0}",
+    ".system.error{color:#b03a2e}",
+    ".status{min-height:20px;padding:2px 14px;font-size:12px;color:#5b6275;background:#f6f7fb}",
+    "form{display:flex;gap:8px;padding:10px;border-top:1px solid #e1e4ec}",
+    "textarea{flex:1;resize:none;height:40px;padding:9px;border:1px solid #c9cedb;border-radius:8px;font:inherit}",
+    "form button{padding:0 14px;border:0;border-radius:8px;background:#2f5bea;color:#fff;font:inherit;cursor:pointer}",
+    "form button:disabled{opacity:.5;cursor:default}"
+  ].join("");
+
+  function el(tag, attrs, text) {
+    var node = document.createElement(tag);
+    for (var name in attrs) node.setAttribute(name, attrs[name]);
+    if (text != null) node.textContent = text;
+    return node;
+  }
+
+  // ---- DOM -------------------------------------------------------------------------------
+  var host = el("div", { id: "buzzi-chat-widget" });
+  var root = host.attachShadow({ mode: "open" });
+  root.appendChild(el("style", {}, CSS));
+  var bubble = el("button", { type: "button", "class": "bubble", "aria-label": "Open chat",
+    "aria-expanded": "false", "aria-controls": "buzzi-panel" }, "\uD83D\uDCAC");
+  var panel = el("section", { id: "buzzi-panel", "class": "panel", role: "dialog", "aria-label": cfg.title });
+  panel.hidden = true;
+  var header = el("header");
+  var closeBtn = el("button", { type: "button", "class": "close", "aria-label": "Close chat" }, "\u00D7");
+  header.appendChild(el("h2", {}, cfg.title));
+  header.appendChild(closeBtn);
+  var list = el("ol", { "class": "messages", role: "log", "aria-live": "polite", "aria-label": "Messages" });
+  var status = el("div", { "class": "status", role: "status", "aria-live": "polite" });
+  var form = el("form", { "aria-label": "Send a message" });
+  var input = el("textarea", { name: "message", rows: "1", maxlength: "4000", placeholder: "Type your message\u2026",
+    "aria-label": "Your message" });
+  var sendBtn = el("button", { type: "submit", "aria-label": "Send message" }, "Send");
+  form.appendChild(input);
+  form.appendChild(sendBtn);
+  [header, list, status, form].forEach(function (n) { panel.appendChild(n); });
+  root.appendChild(panel);
+  root.appendChild(bubble);
+
+  // ---- rendering -------------------------------------------------------------------------
+  var rendered = {};   // message id -> its <li>, so a replayed `complete` never renders twice
+  var partial = null;  // the assistant bubble that deltas are streaming into
+
+  function scrollDown() { list.scrollTop = list.scrollHeight; }
+  function setStatus(text) { status.textContent = text || ""; }
+
+  function addMessage(role, content, id) {
+    if (id && rendered[id]) { setBody(rendered[id], content); return rendered[id]; }
+    var li = el("li", { "class": "msg " + role, "data-role": role });
+    if (role === "human") li.appendChild(el("span", { "class": "who" }, "Support team"));
+    li.appendChild(el("span", { "class": "body" }));
+    setBody(li, content);
+    if (id) { li.setAttribute("data-id", id); rendered[id] = li; }
+    list.appendChild(li);
+    scrollDown();
+    return li;
+  }
+  function setBody(li, text) { li.querySelector(".body").textContent = text; }
+
+  function systemLine(text, isError) {
+    list.appendChild(el("li", { "class": "system" + (isError ? " error" : ""), "data-role": "system" }, text));
+    scrollDown();
+  }
+
+  function dropPartial() {
+    if (partial) partial.remove();
+    partial = null;
+  }
+
+  // ---- HTTP ------------------------------------------------------------------------------
+  function api(method, path, body) {
+    return fetch(cfg.api + path, {
+      method: method,
+      headers: body ? { "Content-Type": "application/json" } : {},
+      body: body ? JSON.stringify(body) : undefined
+    }).then(function (resp) {
+      return resp.json().catch(function () { return {}; }).then(function (data) {
+        return { status: resp.status, data: data, headers: resp.headers };
+      });
+    });
+  }
+
+  // ---- session and stream ----------------------------------------------------------------
+  var sessionId = null;
+  var source = null;
+  var starting = null;
+
+  function start() {
+    if (!starting) {
+      starting = resume().then(function (ok) { return ok || createSession(); });
+      starting.catch(function () { starting = null; });
+    }
+    return starting;
+  }
+
+  function resume() {
+    var sid = store.get("session");
+    if (!sid) return Promise.resolve(false);
+    return api("GET", "/api/chat/" + encodeURIComponent(sid) + "/messages").then(function (r) {
+      if (r.status !== 200) { store.del("session"); store.del("lastEventId"); return false; }
+      sessionId = sid;
+      (r.data.messages || []).forEach(function (m) {
+        addMessage(m.role === "user" || m.role === "human" ? m.role : "assistant", m.content, m.id);
+      });
+      var last = r.data.messages && r.data.messages[r.data.messages.length - 1];
+      if (last && last.role === "user" && last.status !== "done" && last.status !== "failed") {
+        setStatus("The assistant is answering\u2026");
+      }
+      // Resume after what the history already shows; a replayed `complete` is deduplicated by id.
+      openStream(r.data.lastEventId || store.get("lastEventId") || "0");
+      return true;
+    });
+  }
+
+  function createSession() {
+    return api("POST", "/api/chat/sessions", { companyId: cfg.company, agentId: cfg.agent }).then(function (r) {
+      if (r.status !== 201) {
+        systemLine(r.status === 404 ? "This chat is not available." : "The chat could not start. Please try again later.", true);
+        throw new Error("session " + r.status);
+      }
+      sessionId = r.data.sessionId;
+      store.set("session", sessionId);
+      store.del("lastEventId");
+      // "0" = from the beginning of this new session: nothing can slip by before the stream opens.
+      openStream("0");
+      return true;
+    });
+  }
+
+  function openStream(lastEventId) {
+    if (source) source.close();
+    var url = cfg.api + "/api/chat/" + encodeURIComponent(sessionId) + "/stream?lastEventId=" +
+      encodeURIComponent(lastEventId);
+    // The server ends the stream after each answer; EventSource reconnects by itself with Last-Event-ID.
+    source = new EventSource(url);
+    ["thinking", "tool_call", "delta", "complete", "error", "notification"].forEach(function (name) {
+      source.addEventListener(name, function (ev) {
+        if (ev.lastEventId) store.set("lastEventId", ev.lastEventId);
+        var data;
+        try { data = JSON.parse(ev.data); } catch (e) { return; }
+        handlers[name](data || {});
+      });
+    });
+    source.onerror = function () {
+      // CLOSED means the browser gave up (e.g. 401 after the session expired): start over.
+      if (source && source.readyState === EventSource.CLOSED) {
+        source = null;
+        starting = null;
+        if (sessionId) store.del("session");
+        sessionId = null;
+        setStatus("Reconnecting\u2026");
+        start().then(function () { setStatus(""); }, function () { setStatus(""); });
+      }
+    };
+  }
+
+  var handlers = {
+    thinking: function (d) { setStatus((d.step || "Thinking") + "\u2026"); },
+    tool_call: function (d) {
+      var tool = d.tool || "a tool";
+      if (d.status === "executing") setStatus("Using " + tool + "\u2026");
+      else if (d.status === "failed") setStatus(tool + " failed");
+      else setStatus(tool + " done");
+    },
+    delta: function (d) {
+      if (!partial) {
+        partial = addMessage("assistant", "");
+        partial.classList.add("streaming");
+      }
+      var body = partial.querySelector(".body");
+      body.textContent = body.textContent + (d.content || "");
+      scrollDown();
+    },
+    complete: function (d) {
+      var meta = d.metadata || {};
+      var human = meta.author === "human";
+      var id = meta.messageId;
+      setStatus("");
+      if (human) { addMessage("human", d.content || "", id); return; }
+      if (id && rendered[id]) { dropPartial(); setBody(rendered[id], d.content || ""); return; }
+      // The complete content is authoritative: it replaces whatever the deltas built up.
+      var li = partial || addMessage("assistant", "");
+      partial = null;
+      li.classList.remove("streaming");
+      setBody(li, d.content || "");
+      if (id) { li.setAttribute("data-id", id); rendered[id] = li; }
+      scrollDown();
+    },
+    error: function (d) {
+      dropPartial();
+      if (d.code === "interrupted") { setStatus("One moment, the answer is being written again\u2026"); return; }
+      setStatus("");
+      systemLine(d.retryable ? "Sorry, something went wrong. Please try again."
+        : "Sorry, the assistant can't answer right now.", true);
+    },
+    notification: function (d) {
+      var data = d.data || {};
+      if (d.type === "handover") {
+        systemLine(data.owner === "human" ? "A person will answer you here shortly."
+          : "You're back with the assistant.");
+      } else if (d.type === "typing") {
+        setStatus((data.author === "human" ? "A person" : "The assistant") + " is typing\u2026");
+      }
+    }
+  };
+
+  // ---- sending ---------------------------------------------------------------------------
+  function send(text, retried) {
+    sendBtn.disabled = true;
+    var li = retried || addMessage("user", text);
+    return start().then(function () {
+      return api("POST", "/api/chat/" + encodeURIComponent(sessionId) + "/message", { content: text });
+    }).then(function (r) {
+      if (r.status === 202) {
+        if (r.data.messageId) { li.setAttribute("data-id", r.data.messageId); rendered[r.data.messageId] = li; }
+        if (!status.textContent) setStatus("Sending\u2026");
+        return;
+      }
+      if (r.status === 401 && !retried) {
+        // The session expired: start a new conversation and send again.
+        store.del("session");
+        starting = null;
+        return start().then(function () { return send(text, li); });
+      }
+      li.classList.add("failed");
+      if (r.status === 429) {
+        var wait = r.data.retryAfter || Number(r.headers.get("Retry-After")) || 60;
+        systemLine("You're sending messages too fast. Please slow down and try again in " + wait + " s.", true);
+      } else if (r.status === 400) {
+        systemLine("That message could not be sent: " + (r.data.error || "it is not valid") + ".", true);
+      } else {
+        systemLine("Your message could not be sent. Please try again.", true);
+      }
+      input.value = input.value || text;
+    }).catch(function () {
+      li.classList.add("failed");
+      systemLine("You seem to be offline. Please try again.", true);
+    }).then(function () { sendBtn.disabled = false; });
+  }
+
+  form.addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var text = input.value.trim();
+    if (!text || sendBtn.disabled) return;
+    input.value = "";
+    send(text);
+    input.focus();
+  });
+  input.addEventListener("keydown", function (ev) {
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      form.requestSubmit ? form.requestSubmit() : form.dispatchEvent(new Event("submit", { cancelable: true }));
+    }
+  });
+
+  // ---- open / close ----------------------------------------------------------------------
+  function setOpen(open) {
+    panel.hidden = !open;
+    bubble.setAttribute("aria-expanded", String(open));
+    bubble.setAttribute("aria-label", open ? "Close chat" : "Open chat");
+    if (open) {
+      start();
+      input.focus();
+    } else {
+      bubble.focus();
+    }
+  }
+  bubble.addEventListener("click", function () { setOpen(panel.hidden); });
+  closeBtn.addEventListener("click", function () { setOpen(false); });
+  panel.addEventListener("keydown", function (ev) { if (ev.key === "Escape") setOpen(false); });
+
+  function mount() {
+    document.body.appendChild(host);
+    if (cfg.open) setOpen(true);
+  }
+  if (document.body) mount(); else document.addEventListener("DOMContentLoaded", mount);
+})();

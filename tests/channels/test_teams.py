@@ -1,0 +1,380 @@
+"""TeamsAdapter: Bot Framework JWT checks against our own RSA keys served by a fake OpenID/JWKS
+endpoint, activity parsing, and replies through a fake token endpoint + connector
+(tests/support/fake_teams.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import jwt
+import pytest
+
+from buzzi.channels.base import (
+    Attachment,
+    CredentialsError,
+    PayloadError,
+    ReplyTarget,
+    SendError,
+    VerificationError,
+    WebhookRequest,
+)
+from buzzi.channels.outbound import OutboundHttp, with_retry
+from buzzi.channels.teams import TeamsAdapter
+from buzzi.models import Conversation, Message, Webhook
+from tests.support.fake_teams import FakeTeams, SigningKey
+from tests.support.fake_telegram import Answer
+
+APP_ID = "c9e8c047-2a74-40a2-b28a-b162d5f5327c"
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+CONVERSATION = "a:17I0kl9EkpE1O9PH5TWrzrLNwnWWcfrU7QZjKR0WSfOp"
+
+
+@pytest.fixture
+async def bf() -> AsyncIterator[FakeTeams]:
+    async with FakeTeams() as fake:
+        yield fake
+
+
+@pytest.fixture
+def key(bf: FakeTeams) -> SigningKey:
+    return bf.add_key("key-1", endorsements=["msteams", "webchat"])
+
+
+@pytest.fixture
+async def adapter(make_settings, bf: FakeTeams) -> AsyncIterator[TeamsAdapter]:
+    settings = make_settings(channels={"teams_openid_url": bf.openid_url, "teams_token_url": bf.token_url})
+    http = OutboundHttp(settings.channels)
+    yield TeamsAdapter(settings.channels, http)
+    await http.close()
+
+
+def webhook(**credentials: Any) -> Webhook:
+    return Webhook(id="wh_tm", company_id="c1", agent_id="a1", channel="teams",
+                   credentials={"appId": APP_ID, "appPassword": "pw-1", **credentials})
+
+
+def activity(bf: FakeTeams, **fields: Any) -> dict[str, Any]:
+    return {"type": "message", "id": "1485983408511", "timestamp": "2017-02-01T21:10:07.437Z",
+            "serviceUrl": bf.service_url, "channelId": "msteams",
+            "from": {"id": "29:1XJKJMvc5GBtc2JwZq0oj8tHZmzrQgFmB39ATiQWA85gQ", "name": "Megan Bowen",
+                     "aadObjectId": "7faf8ab2-3d56-4244-b585-20c8a42ed2b8"},
+            "conversation": {"conversationType": "personal", "id": CONVERSATION},
+            "recipient": {"id": f"28:{APP_ID}", "name": "Teams TestBot"},
+            "textFormat": "plain", "text": "Hello Teams TestBot", "locale": "en-US",
+            "channelData": {"tenant": {"id": TENANT}}, **fields}
+
+
+def request(body: Any, token: str | None = None, scheme: str = "Bearer") -> WebhookRequest:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"authorization": f"{scheme} {token}"} if token is not None else {}
+    return WebhookRequest("POST", headers, raw, {}, "52.1.2.3", time.time())
+
+
+def claims(bf: FakeTeams, **extra: Any) -> dict[str, Any]:
+    return {"aud": APP_ID, "serviceurl": bf.service_url, **extra}
+
+
+async def rejected(adapter: TeamsAdapter, req: WebhookRequest) -> None:
+    with pytest.raises(VerificationError):
+        await adapter.verify(webhook(), req)
+
+
+# ---- configuration
+
+def test_credentials(adapter: TeamsAdapter) -> None:
+    good = adapter.validate_credentials({"appId": APP_ID.upper(), "appPassword": "pw", "tenantId": TENANT})
+    assert good == {"appId": APP_ID, "appPassword": "pw", "tenantId": TENANT}
+    assert "tenantId" not in adapter.validate_credentials({"appId": APP_ID, "appPassword": "pw", "tenantId": ""})
+    cases = [({"appPassword": "pw"}, "appId"), ({"appId": "not-a-guid", "appPassword": "pw"}, "appId"),
+             ({"appId": APP_ID}, "appPassword"),
+             ({"appId": APP_ID, "appPassword": "pw", "tenantId": "a/b"}, "tenantId")]
+    for credentials, field in cases:
+        with pytest.raises(CredentialsError) as info:
+            adapter.validate_credentials(credentials)
+        assert info.value.field == field
+    assert adapter.generate_secrets("anything", "x") == (None, None)
+
+
+# ---- JWT verification
+
+async def test_valid_token_and_cached_keys(adapter: TeamsAdapter, bf: FakeTeams, key: SigningKey) -> None:
+    body = activity(bf)
+    await adapter.verify(webhook(), request(body, key.mint(claims(bf))))
+    await adapter.verify(webhook(), request(body, key.mint(claims(bf))))
+    assert len(bf.calls("/openidconfiguration")) == 1 and len(bf.calls("/keys")) == 1
+
+
+async def test_clock_skew_leeway(adapter: TeamsAdapter, bf: FakeTeams, key: SigningKey) -> None:
+    now = int(time.time())
+    await adapter.verify(webhook(), request(activity(bf), key.mint(claims(bf, exp=now - 120))))
+    await adapter.verify(webhook(), request(activity(bf), key.mint(claims(bf, nbf=now + 120))))
+    await rejected(adapter, request(activity(bf), key.mint(claims(bf, exp=now - 600))))
+    await rejected(adapter, request(activity(bf), key.mint(claims(bf, nbf=now + 600))))
+
+
+@pytest.mark.parametrize("change", [
+    {"aud": "00000000-0000-0000-0000-000000000000"},
+    {"iss": "https://sts.windows.net/d6d49420-f39b-4df7-a1dc-d59a935871db/"},
+    {"serviceurl": "https://evil.example.com/"},
+    {"serviceurl": None},
+    {"aud": None},
+])
+async def test_wrong_claims_rejected(adapter: TeamsAdapter, bf: FakeTeams, key: SigningKey,
+                                     change: dict[str, Any]) -> None:
+    payload = {k: v for k, v in {**claims(bf), **change}.items() if v is not None}
+    await rejected(adapter, request(activity(bf), key.mint(payload)))
+
+
+async def test_activity_service_url_must_match_claim(adapter: TeamsAdapter, bf: FakeTeams, key: SigningKey) -> None:
+    token = key.mint(claims(bf))
+    await rejected(adapter, request(activity(bf, serviceUrl="https://evil.example.com/"), token))
+    await rejected(adapter, request(b"not json", token))
+
+
+async def test_bad_headers_and_tokens_rejected(adapter: TeamsAdapter, bf: FakeTeams, key: SigningKey) -> None:
+    body = activity(bf)
+    await rejected(adapter, request(body))
+    await rejected(adapter, request(body, key.mint(claims(bf)), scheme="Basic"))
+    await rejected(adapter, request(body, "not.a.jwt"))
+    hs256 = jwt.encode(claims(bf), "a-shared-secret-of-32-bytes-or-more", algorithm="HS256", headers={"kid": "key-1"})
+    await rejected(adapter, request(body, hs256))
+    await rejected(adapter, request(body, jwt.encode(claims(bf), None, algorithm="none", headers={"kid": "key-1"})))
+    impostor = bf.add_key("impostor", publish=False)  # right kid, wrong private key
+    await rejected(adapter, request(body, impostor.mint(claims(bf), kid="key-1")))
+
+
+async def test_unknown_kid_refetches_then_fails(adapter: TeamsAdapter, bf: FakeTeams, key: SigningKey) -> None:
+    adapter.keys.min_refresh = 0
+    await adapter.verify(webhook(), request(activity(bf), key.mint(claims(bf))))
+    assert len(bf.calls("/keys")) == 1
+    await rejected(adapter, request(activity(bf), key.mint(claims(bf), kid="unknown-kid")))
+    assert len(bf.calls("/keys")) == 2
+    rotated = bf.add_key("key-2", endorsements=["msteams"])  # published after our cache was filled
+    await adapter.verify(webhook(), request(activity(bf), rotated.mint(claims(bf))))
+    assert len(bf.calls("/keys")) == 3
+
+
+async def test_unknown_kid_refetch_is_rate_limited(adapter: TeamsAdapter, bf: FakeTeams, key: SigningKey) -> None:
+    await adapter.verify(webhook(), request(activity(bf), key.mint(claims(bf))))
+    for _ in range(3):
+        await rejected(adapter, request(activity(bf), key.mint(claims(bf), kid=f"made-up-{_}")))
+    assert len(bf.calls("/keys")) == 1
+
+
+async def test_stale_keys_kept_when_refresh_fails(adapter: TeamsAdapter, bf: FakeTeams, key: SigningKey) -> None:
+    now = [0.0]
+    adapter.keys._clock = lambda: now[0]
+    await adapter.verify(webhook(), request(activity(bf), key.mint(claims(bf))))
+    now[0] += 25 * 3600
+    bf.script("/openidconfiguration", Answer(503, {"error": "down"}))
+    await adapter.verify(webhook(), request(activity(bf), key.mint(claims(bf))))
+    assert len(bf.calls("/openidconfiguration")) == 2  # it did try
+    await adapter.verify(webhook(), request(activity(bf), key.mint(claims(bf))))
+    assert len(bf.calls("/openidconfiguration")) == 3 and len(bf.calls("/keys")) == 2  # and recovered
+
+
+async def test_endorsements(adapter: TeamsAdapter, bf: FakeTeams, key: SigningKey) -> None:
+    plain = bf.add_key("no-endorsements")
+    await rejected(adapter, request(activity(bf, channelId="skype"), key.mint(claims(bf))))
+    await adapter.verify(webhook(), request(activity(bf, channelId="skype"), plain.mint(claims(bf))))
+
+
+async def test_keys_unavailable_is_a_verification_error(make_settings) -> None:
+    settings = make_settings(channels={"teams_openid_url": "http://127.0.0.1:1/openid"})
+    http = OutboundHttp(settings.channels)
+    try:
+        private = FakeTeams().add_key("k")
+        with pytest.raises(VerificationError):
+            await TeamsAdapter(settings.channels, http).verify(
+                webhook(), request({"serviceUrl": "https://x/"}, private.mint({"aud": APP_ID})))
+    finally:
+        await http.close()
+
+
+# ---- parsing
+
+def parse_one(adapter: TeamsAdapter, body: dict[str, Any]):
+    result = adapter.parse(webhook(), request(body))
+    assert result.ignored == 0 and len(result.messages) == 1
+    return result.messages[0]
+
+
+def test_parse_message(adapter: TeamsAdapter, bf: FakeTeams) -> None:
+    msg = parse_one(adapter, activity(bf, replyToId="1485983400000"))
+    assert (msg.message_id, msg.chat_id, msg.text, msg.kind) == ("1485983408511", CONVERSATION,
+                                                                 "Hello Teams TestBot", "text")
+    assert (msg.sender_id, msg.sender_name, msg.reply_to_id) == (
+        "29:1XJKJMvc5GBtc2JwZq0oj8tHZmzrQgFmB39ATiQWA85gQ", "Megan Bowen", "1485983400000")
+    assert msg.timestamp == pytest.approx(1485983407.437)
+    meta = msg.meta
+    assert meta["service_url"] == bf.service_url and meta["activity_id"] == "1485983408511"
+    assert meta["recipient"] == {"id": f"28:{APP_ID}", "name": "Teams TestBot"}
+    assert meta["from"]["id"].startswith("29:") and meta["conversation"]["id"] == CONVERSATION
+    assert meta["tenant_id"] == TENANT and meta["locale"] == "en-US"
+
+
+def test_parse_strips_bot_mention_only(adapter: TeamsAdapter, bf: FakeTeams) -> None:
+    body = activity(bf, text="<at>Teams TestBot</at> ask <at>Adele Vance</at> about R&amp;D&nbsp;today",
+                    entities=[{"type": "mention", "text": "<at>Teams TestBot</at>",
+                               "mentioned": {"id": f"28:{APP_ID}", "name": "Teams TestBot"}},
+                              {"type": "mention", "text": "<at>Adele Vance</at>",
+                               "mentioned": {"id": "29:adele", "name": "Adele Vance"}}])
+    assert parse_one(adapter, body).text == "ask Adele Vance about R&D today"
+
+
+def test_parse_card_submit_with_empty_text_is_kept(adapter: TeamsAdapter, bf: FakeTeams) -> None:
+    msg = parse_one(adapter, activity(bf, text="", value={"action": "approve", "id": 42}))
+    assert msg.kind == "interactive"
+    assert json.loads(msg.text) == {"action": "approve", "id": 42}
+    assert msg.meta["value"] == {"action": "approve", "id": 42}
+
+
+def test_parse_attachments(adapter: TeamsAdapter, bf: FakeTeams) -> None:
+    body = activity(bf, text="", attachments=[
+        {"contentType": "text/html", "content": "<div>ignored duplicate</div>"},
+        {"contentType": "application/vnd.microsoft.teams.file.download.info",
+         "contentUrl": "https://contoso.sharepoint.com/file_example.txt", "name": "file_example.txt",
+         "content": {"downloadUrl": "https://download.link/x", "uniqueId": "1150D938", "fileType": "txt"}},
+        {"contentType": "image/png", "contentUrl": f"{bf.service_url}v3/attachments/a1/views/original"}])
+    msg = parse_one(adapter, body)
+    doc, image = msg.attachments
+    assert (doc.kind, doc.url, doc.name, doc.extra["tempauth"]) == (
+        "document", "https://download.link/x", "file_example.txt", True)
+    assert (image.kind, image.mime_type, image.extra["service_host"]) == ("image", "image/png", "127.0.0.1")
+    assert msg.kind == "document"
+
+
+@pytest.mark.parametrize("body", [
+    {"type": "conversationUpdate", "membersAdded": [{"id": "29:x"}]},
+    {"type": "typing"},
+    {"type": "messageReaction", "reactionsAdded": [{"type": "like"}]},
+    {"type": "installationUpdate", "action": "add"},
+    {"type": "invoke", "name": "adaptiveCard/action"},
+    {"type": "message", "id": "1", "from": {"id": "29:x"}, "conversation": {"id": "c"}, "text": "  "},
+])
+def test_parse_ignores_other_activities(adapter: TeamsAdapter, body: dict[str, Any]) -> None:
+    result = adapter.parse(webhook(), request(body))
+    assert (result.messages, result.ignored) == ([], 1)
+
+
+@pytest.mark.parametrize("raw", [b"{bad", b"[]", b'{"id": "1"}'])
+def test_parse_rejects_malformed(adapter: TeamsAdapter, raw: bytes) -> None:
+    with pytest.raises(PayloadError):
+        adapter.parse(webhook(), request(raw))
+
+
+# ---- sending
+
+def target(adapter: TeamsAdapter, bf: FakeTeams, reply: bool = True) -> ReplyTarget:
+    inbound = parse_one(adapter, activity(bf))
+    conversation = Conversation(id="cv1", company_id="c1", agent_id="a1", channel="teams",
+                                external_chat_id=inbound.chat_id,
+                                meta={k: inbound.meta[k] for k in ("service_url", "from", "recipient")})
+    message = Message(id="m1", conversation_id="cv1", company_id="c1", agent_id="a1", role="user",
+                      content=inbound.text, channel="teams", channel_message_id=inbound.message_id,
+                      metadata={"channel": inbound.meta}) if reply else None
+    return ReplyTarget(conversation, message)
+
+
+async def test_send_reply_and_token_cache(adapter: TeamsAdapter, bf: FakeTeams) -> None:
+    tgt = target(adapter, bf)
+    ids = await asyncio.gather(*(adapter.send(webhook(), tgt, f"answer {i}") for i in range(3)))
+    ids.append(await adapter.send(webhook(), tgt, "later"))
+    assert sorted(i for batch in ids for i in batch) == ["reply-1", "reply-2", "reply-3", "reply-4"]
+    [token_call] = bf.calls("/oauth2/v2.0/token")
+    assert token_call.path == "/botframework.com/oauth2/v2.0/token"
+    assert token_call.form == {"grant_type": "client_credentials", "client_id": APP_ID, "client_secret": "pw-1",
+                               "scope": "https://api.botframework.com/.default"}
+    sends = [r for r in bf.requests if "/v3/conversations/" in r.path]
+    assert len(sends) == 4
+    first = sends[0]
+    assert first.raw_path == ("/amer/v3/conversations/a%3A17I0kl9EkpE1O9PH5TWrzrLNwnWWcfrU7QZjKR0WSfOp"
+                              "/activities/1485983408511")
+    assert first.headers["authorization"] == "Bearer bf-token-1"
+    body = first.json
+    assert body["type"] == "message" and body["replyToId"] == "1485983408511"
+    assert body["from"] == {"id": f"28:{APP_ID}", "name": "Teams TestBot"}
+    assert body["recipient"]["name"] == "Megan Bowen" and body["conversation"] == {"id": CONVERSATION}
+    assert body["text"].startswith("answer ") and body["locale"] == "en-US"
+
+
+async def test_token_refetched_near_expiry_and_tenant_url(adapter: TeamsAdapter, bf: FakeTeams) -> None:
+    now = [1000.0]
+    adapter.clock = lambda: now[0]
+    tgt = target(adapter, bf, reply=False)
+    await adapter.send(webhook(tenantId=TENANT), tgt, "one")
+    now[0] += 3600 - 301  # still more than 5 minutes left: the cached token is used
+    await adapter.send(webhook(tenantId=TENANT), tgt, "two")
+    assert len(bf.calls("/oauth2/v2.0/token")) == 1
+    now[0] += 2  # within 5 minutes of expiry: refreshed
+    await adapter.send(webhook(tenantId=TENANT), tgt, "three")
+    calls = bf.calls("/oauth2/v2.0/token")
+    assert len(calls) == 2 and calls[0].path == f"/{TENANT}/oauth2/v2.0/token"
+    posts = [r for r in bf.requests if "/v3/conversations/" in r.path]
+    assert posts[0].path.endswith("/activities") and "replyToId" not in posts[0].json
+
+
+@pytest.mark.parametrize(("status", "retryable"), [
+    (429, True), (412, True), (500, True), (502, True), (503, True), (504, True),
+    (400, False), (401, False), (403, False), (404, False), (413, False),
+])
+async def test_send_error_classification(adapter: TeamsAdapter, bf: FakeTeams, status: int, retryable: bool) -> None:
+    bf.script("/activities/1485983408511", Answer(status, {"error": {"code": "Scripted", "message": "x"}},
+                                                  headers={"Retry-After": "4"} if status == 429 else {}))
+    with pytest.raises(SendError) as info:
+        await adapter.send(webhook(), target(adapter, bf), "hi")
+    assert (info.value.status, info.value.retryable, info.value.code) == (status, retryable, "Scripted")
+    assert info.value.retry_after == (4.0 if status == 429 else None)
+
+
+async def test_unauthorised_send_drops_cached_token(adapter: TeamsAdapter, bf: FakeTeams) -> None:
+    tgt = target(adapter, bf)
+    bf.script("/activities/1485983408511", Answer(401, {"error": {"code": "BotNotRegistered"}}))
+    with pytest.raises(SendError):
+        await adapter.send(webhook(), tgt, "hi")
+    await adapter.send(webhook(), tgt, "hi")
+    assert len(bf.calls("/oauth2/v2.0/token")) == 2
+
+
+async def test_token_refusal_is_permanent(adapter: TeamsAdapter, bf: FakeTeams) -> None:
+    bf.script("/oauth2/v2.0/token", Answer(401, {"error": "invalid_client", "error_description": "AADSTS7000215"}))
+    with pytest.raises(SendError) as info:
+        await adapter.send(webhook(), target(adapter, bf), "hi")
+    assert not info.value.retryable and info.value.code == "invalid_client" and "pw-1" not in str(info.value)
+
+
+async def test_with_retry_honours_retry_after(adapter: TeamsAdapter, bf: FakeTeams) -> None:
+    bf.script("/activities/1485983408511", Answer(429, {"error": {"code": "Throttled"}}, headers={"Retry-After": "5"}),
+              Answer(412, {"error": {"code": "PreconditionFailed"}}))
+    slept: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+
+    tgt = target(adapter, bf)
+    assert await with_retry(lambda: adapter.send(webhook(), tgt, "hi"), max_attempts=3, base=1, cap=60,
+                            sleep=sleep) == ["reply-1"]
+    assert slept[0] == 5 and 0 <= slept[1] <= 2
+
+
+async def test_typing_activity(adapter: TeamsAdapter, bf: FakeTeams) -> None:
+    await adapter.typing(webhook(), target(adapter, bf))
+    [call] = [r for r in bf.requests if "/v3/conversations/" in r.path]
+    assert call.path.endswith(f"/v3/conversations/{CONVERSATION}/activities")
+    assert call.json["type"] == "typing" and call.json["from"]["id"] == f"28:{APP_ID}"
+
+
+async def test_download_media_token_only_where_needed(adapter: TeamsAdapter, bf: FakeTeams) -> None:
+    bf.script("/files/tempauth.txt", Answer(body=b"file body", content_type="text/plain"))
+    bf.script("/views/original", Answer(body=b"\x89PNG", content_type="image/png"))
+    tempauth = Attachment(kind="document", url=f"{bf.url}/files/tempauth.txt", extra={"tempauth": True})
+    assert await adapter.download_media(webhook(), tempauth) == (b"file body", "text/plain")
+    assert "authorization" not in bf.calls("/files/tempauth.txt")[0].headers
+    image = Attachment(kind="image", mime_type="image/png", url=f"{bf.service_url}v3/attachments/a/views/original",
+                       extra={"service_host": "127.0.0.1"})
+    assert await adapter.download_media(webhook(), image) == (b"\x89PNG", "image/png")
+    assert bf.calls("/views/original")[0].headers["authorization"] == "Bearer bf-token-1"

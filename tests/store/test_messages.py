@@ -1,0 +1,136 @@
+"""Inbound message intake: dedupe, one conversation per chat, and leased claiming across nodes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from buzzi.models import DONE, PENDING, PROCESSING, STORED, Conversation, Message
+from buzzi.store import DuplicateKey, Store
+from tests.store.factories import conversation, message
+
+
+async def test_add_message_once_rejects_a_seen_dedupe_key(store: Store) -> None:
+    first = message(dedupe_key="wh_1:update-1")
+    assert await store.add_message_once(first) is True
+    assert await store.add_message_once(message(dedupe_key="wh_1:update-1")) is False
+    assert await store.add_message_once(message(dedupe_key="wh_1:update-2")) is True
+    # Messages without a dedupe key never clash with each other.
+    assert await store.add_message_once(message()) is True
+    assert await store.add_message_once(message()) is True
+    assert [m.id for m in await store.find(Message, dedupe_key="wh_1:update-1")] == [first.id]
+
+
+async def test_concurrent_duplicates_are_stored_once(stores: list[Store]) -> None:
+    attempts = [s.add_message_once(message(dedupe_key="wh_1:same")) for s in stores[:3] for _ in range(2)]
+    results = await asyncio.gather(*attempts)
+    assert sorted(results) == [False] * 5 + [True]
+    assert await stores[0].count(Message, dedupe_key="wh_1:same") == 1
+
+
+async def test_get_or_create_conversation(store: Store) -> None:
+    made, created = await store.get_or_create_conversation(conversation("wh_1:chat-1"))
+    assert created is True
+    again, created = await store.get_or_create_conversation(conversation("wh_1:chat-1"))
+    assert created is False and again.id == made.id
+    _, created = await store.get_or_create_conversation(conversation("wh_1:chat-2"))
+    assert created is True
+
+
+async def test_get_or_create_conversation_under_concurrency(stores: list[Store]) -> None:
+    tries = [s.get_or_create_conversation(conversation("wh_1:racy")) for s in stores[:2] for _ in range(5)]
+    results = await asyncio.gather(*tries)
+    assert [created for _, created in results].count(True) == 1
+    assert len({conv.id for conv, _ in results}) == 1
+    assert await stores[0].count(Conversation, chat_key="wh_1:racy") == 1
+
+
+async def test_web_conversation_clash_is_not_answered_with_another_chat(store: Store) -> None:
+    # Web chats have no chat_key: a session_hash clash used to return any chat whose chat_key is null.
+    await store.add(conversation(None, session_hash="h-2"))
+    await store.add(conversation(None, session_hash="h-1"))
+    with pytest.raises(DuplicateKey):
+        await store.get_or_create_conversation(conversation(None, session_hash="h-1"))
+    _, created = await store.get_or_create_conversation(conversation(None, session_hash="h-3"))
+    assert created is True
+
+
+async def test_record_message_counts(store: Store, stores: list[Store]) -> None:
+    conv = await store.add(conversation("wh_1:c"))
+    after = await store.record_message(conv.id, at=123.0)
+    assert after is not None and after.message_count == 1 and after.last_message_at == 123.0
+    await asyncio.gather(*(s.record_message(conv.id) for s in stores for _ in range(3)))
+    assert (await store.get(Conversation, conv.id)).message_count == 13
+    assert await store.record_message("cv_missing") is None
+
+
+async def test_claim_takes_the_oldest_pending_user_message(store: Store) -> None:
+    await store.add(message("assistant", role="assistant", state=STORED, created_at=1.0))
+    await store.add(message("stored", state=STORED, created_at=2.0))
+    await store.add(message("done", state=DONE, created_at=3.0))
+    third = await store.add(message("third", created_at=30.0))
+    first = await store.add(message("first", created_at=10.0))
+    second = await store.add(message("second", created_at=20.0))
+
+    claimed = [await store.claim_next_message("node-a", 60) for _ in range(3)]
+    assert [m.id for m in claimed] == [first.id, second.id, third.id]
+    assert all(m.state == PROCESSING and m.lease_owner == "node-a" and m.attempts == 1 for m in claimed)
+    assert all(m.lease_until is not None and m.lease_until > m.updated_at for m in claimed)
+    assert await store.claim_next_message("node-a", 60) is None  # all leased, nothing else claimable
+    assert (await store.get(Message, first.id)).state == PROCESSING
+
+
+async def test_concurrent_claimers_take_each_message_once(stores: list[Store]) -> None:
+    added = [await stores[0].add(message(f"m{i}", created_at=float(i))) for i in range(20)]
+
+    async def drain(store: Store, owner: str) -> list[str]:
+        taken = []
+        while (claimed := await store.claim_next_message(owner, 60)) is not None:
+            taken.append(claimed.id)
+            assert await store.finish_message(claimed.id, owner, DONE) is True
+        return taken
+
+    per_node = await asyncio.gather(*(drain(s, f"node-{i}") for i, s in enumerate(stores)))
+    taken = [mid for ids in per_node for mid in ids]
+    assert sorted(taken) == sorted(m.id for m in added)
+    assert await stores[0].count(Message, state=DONE) == 20
+
+
+async def test_expired_lease_is_reclaimed_and_the_stale_owner_is_fenced(store: Store) -> None:
+    msg = await store.add(message())
+    stale = await store.claim_next_message("node-a", -1)  # a lease that has already run out
+    assert stale is not None and stale.id == msg.id and stale.attempts == 1
+
+    taken = await store.claim_next_message("node-b", 60)
+    assert taken is not None and taken.id == msg.id
+    assert taken.lease_owner == "node-b" and taken.attempts == 2
+
+    assert await store.extend_lease(msg.id, "node-a", 60) is False
+    assert await store.finish_message(msg.id, "node-a", DONE) is False
+    assert await store.release_message(msg.id, "node-a") is False
+    assert (await store.get(Message, msg.id)).lease_owner == "node-b"
+
+    assert await store.extend_lease(msg.id, "node-b", 120) is True
+    assert (await store.get(Message, msg.id)).lease_until > taken.lease_until
+    assert await store.finish_message(msg.id, "node-b", DONE, metadata={"reply": "m_2"}) is True
+    done = await store.get(Message, msg.id)
+    assert done.state == DONE and done.lease_until is None and done.metadata == {"reply": "m_2"}
+    assert await store.finish_message(msg.id, "node-b", DONE) is False  # not processing any more
+    assert await store.claim_next_message("node-c", 60) is None
+
+
+async def test_live_lease_is_not_taken_by_another_node(store: Store) -> None:
+    await store.add(message())
+    assert await store.claim_next_message("node-a", 60) is not None
+    assert await store.claim_next_message("node-b", 60) is None
+
+
+async def test_released_message_is_claimable_at_once(store: Store) -> None:
+    msg = await store.add(message())
+    await store.claim_next_message("node-a", 60)
+    assert await store.release_message(msg.id, "node-a") is True
+    released = await store.get(Message, msg.id)
+    assert released.state == PENDING and released.lease_owner is None and released.lease_until is None
+    again = await store.claim_next_message("node-b", 60)
+    assert again is not None and again.id == msg.id and again.attempts == 2
