@@ -1,8 +1,8 @@
-"""Store throughput by hand: `.venv/bin/python -m bench.store_bench [--n 2000] [--concurrency 1]`.
+"""Store throughput by hand: `.venv/bin/python -m bench.store_bench [--n 1000] [--concurrency 1]`.
 
-Measures insert, get, claim (claim_next_message + finish_message counts as one op's claim only) and
-update on SQLite (a file under a temp dir) and MongoDB (a mongoeco wire server it starts, or
-BUZZI_TEST_MONGODB_URL), and prints a markdown table of ops/s.
+Measures insert (add_message_once), get, claim (claim_next_message; claimed messages stay leased, as
+during a burst) and update (set + inc) on SQLite (a file under a temp dir) and MongoDB (a mongoeco
+wire server it starts, or BUZZI_TEST_MONGODB_URL), and prints a markdown table of ops/s.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ async def run(n: int, concurrency: int) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=2000, help="operations per measurement")
+    parser.add_argument("--n", type=int, default=1000, help="operations per measurement")
     parser.add_argument("--concurrency", type=int, default=1, help="concurrent tasks on one store")
     args = parser.parse_args()
     table = asyncio.run(run(args.n, args.concurrency))

@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import logging
 
-from buzzi.config import InboxSettings
 from buzzi.broker.base import Broker
+from buzzi.config import InboxSettings
 from buzzi.models import FAILED, Message
 from buzzi.processing import MessageProcessor
 from buzzi.store.base import Store

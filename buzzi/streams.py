@@ -124,11 +124,15 @@ class StreamHub:
         live.events_sent += 1
         self.metrics.sse_events.inc()
 
-    async def drain(self) -> None:
-        """End every open stream now; clients reconnect (to another node) and resume."""
+    async def drain(self, timeout: float = 5.0) -> None:
+        """End every open stream now and wait until their handlers have finished the responses
+        cleanly; clients reconnect (to another node) and resume."""
         self.draining = True
         for live in list(self.live):
             live.closed.set()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.live and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
         await self.drain()

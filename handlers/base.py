@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
@@ -81,11 +82,19 @@ class BaseHandler(tornado.web.RequestHandler):
             self.write_json({"error": e.message, **e.extra}, e.status)
             return
         if isinstance(e, StoreUnavailable | BrokerUnavailable):
-            log_fields(log, logging.WARNING, "dependency unavailable", error=str(e), path=self.request.path)
+            log_fields(log, logging.WARNING, "dependency unavailable", error=str(e),
+                       path=loggable_path(self.request.path))
             if not self._finished:
                 self.write_json({"error": "Unavailable"}, 503)
             return
         super()._handle_request_exception(e)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        # Tornado's own version logs the full URI, which can hold a chat session id.
+        if isinstance(value, tornado.web.HTTPError):
+            return
+        log.error("uncaught exception in %s %s", self.request.method, loggable_path(self.request.path),
+                  exc_info=(typ, value, tb))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         messages = {404: "Not found", 405: "Method not allowed", 500: "Internal server error"}
@@ -102,14 +111,22 @@ class BaseHandler(tornado.web.RequestHandler):
         metrics.http_latency.labels(route).observe(elapsed)
 
 
+_SESSION_IN_PATH = re.compile(r"/api/chat/s_[^/]+")
+
+
+def loggable_path(path: str) -> str:
+    """The path with bearer secrets (chat session ids) masked; query strings are never logged."""
+    return _SESSION_IN_PATH.sub("/api/chat/s_***", path)
+
+
 def log_request(handler: tornado.web.RequestHandler) -> None:
-    """Tornado's log_function: one line per request, without query strings (they can carry tokens)."""
+    """Tornado's log_function: one line per request, without secrets (see loggable_path)."""
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     if handler.request.path in ("/healthz", "/readyz", "/metrics") and status < 400:
         level = logging.DEBUG
     log_fields(
-        access_log, level, f"{handler.request.method} {handler.request.path} {status}",
+        access_log, level, f"{handler.request.method} {loggable_path(handler.request.path)} {status}",
         ms=round(handler.request.request_time() * 1000, 1), route=type(handler).__name__,
         ip=handler.request.remote_ip,
     )

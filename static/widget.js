@@ -1,8 +1,6 @@
-/* Buzzi web chat widget. One script tag, no dependencies, no build step:
- *   <script src="https://gateway.example/widget.js" data-company="c_..." data-agent="a_..."
- *           [data-open="true"] [data-title="Chat with us"] [data-api-base="https://..."]></script>
- * Everything renders inside an open Shadow DOM root so the host page's CSS cannot leak in.
- * Every text from users, agents or humans goes into the DOM through textContent only. */
+/* Buzzi web chat widget: <script src=".../widget.js" data-company="c_..." data-agent="a_..."
+ * [data-open="true"] [data-title] [data-api-base]>. No dependencies, no build step. It renders in an
+ * open Shadow DOM root so page CSS cannot clash; all message text goes in through textContent. */
 (function () {
   "use strict";
 
@@ -21,21 +19,23 @@
       new URL(script.src, location.href).href.replace(/\/widget\.js(\?.*)?$/, "")).replace(/\/+$/, "")
   };
   var KEY = "buzzi:" + cfg.company + ":" + cfg.agent;
+  // Storage can be blocked (privacy modes): then the chat still works, it just forgets on reload.
+  function stored(method, k, v) { try { return localStorage[method](KEY + ":" + k, v); } catch (e) { return null; } }
   var store = {
-    get: function (k) { try { return localStorage.getItem(KEY + ":" + k); } catch (e) { return null; } },
-    set: function (k, v) { try { localStorage.setItem(KEY + ":" + k, v); } catch (e) { /* private mode */ } },
-    del: function (k) { try { localStorage.removeItem(KEY + ":" + k); } catch (e) { /* private mode */ } }
+    get: function (k) { return stored("getItem", k); },
+    set: function (k, v) { stored("setItem", k, v); },
+    del: function (k) { stored("removeItem", k); }
   };
 
   var CSS = [
     ":host{all:initial;font:14px/1.4 system-ui,-apple-system,Segoe UI,sans-serif;color:#1d2330}",
     "*{box-sizing:border-box}",
     ".bubble{position:fixed;right:20px;bottom:20px;width:56px;height:56px;border-radius:50%;border:0;",
-    "background:#2f5bea;color:#fff;font-size:26px;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483000}",
-    ".bubble:focus-visible,button:focus-visible,textarea:focus-visible{outline:3px solid #f5a623;outline-offset:2px}",
+    "background:#2f5bea;color:#fff;font-size:26px;cursor:pointer;box-shadow:0 4px 14px #0004;z-index:99999}",
+    ":focus-visible{outline:3px solid #f5a623;outline-offset:2px}",
     ".panel{position:fixed;right:20px;bottom:88px;width:360px;max-width:calc(100vw - 40px);height:520px;",
     "max-height:calc(100vh - 110px);display:flex;flex-direction:column;background:#fff;border-radius:12px;",
-    "box-shadow:0 8px 30px rgba(0,0,0,.25);overflow:hidden;z-index:2147483000}",
+    "box-shadow:0 8px 30px #0004;overflow:hidden;z-index:99999}",
     ".panel[hidden]{display:none}",
     "header{display:flex;align-items:center;justify-content:space-between;padding:12px 14px;background:#2f5bea;color:#fff}",
     "header h2{margin:0;font-size:15px;font-weight:600}",
@@ -45,7 +45,6 @@
     ".msg.user{margin-left:auto;background:#2f5bea;color:#fff;border-bottom-right-radius:3px}",
     ".msg.assistant{background:#fff;border:1px solid #e1e4ec;border-bottom-left-radius:3px}",
     ".msg.human{background:#e9f7ef;border:1px solid #9fd8b5;border-bottom-left-radius:3px}",
-    ".msg.streaming{opacity:.85}",
     ".msg.failed{opacity:.6;border:1px dashed #c0392b}",
     ".who{display:block;font-size:11px;font-weight:600;color:#1e7b45;margin-bottom:2px}",
     ".system{text-align:center;color:#5b6275;font-size:12px;margin:8px 0}",
@@ -54,7 +53,7 @@
     "form{display:flex;gap:8px;padding:10px;border-top:1px solid #e1e4ec}",
     "textarea{flex:1;resize:none;height:40px;padding:9px;border:1px solid #c9cedb;border-radius:8px;font:inherit}",
     "form button{padding:0 14px;border:0;border-radius:8px;background:#2f5bea;color:#fff;font:inherit;cursor:pointer}",
-    "form button:disabled{opacity:.5;cursor:default}"
+    "form button:disabled{opacity:.5}"
   ].join("");
 
   function el(tag, attrs, text) {
@@ -64,7 +63,7 @@
     return node;
   }
 
-  // ---- DOM -------------------------------------------------------------------------------
+  // ---- DOM
   var host = el("div", { id: "buzzi-chat-widget" });
   var root = host.attachShadow({ mode: "open" });
   root.appendChild(el("style", {}, CSS));
@@ -88,7 +87,7 @@
   root.appendChild(panel);
   root.appendChild(bubble);
 
-  // ---- rendering -------------------------------------------------------------------------
+  // ---- rendering
   var rendered = {};   // message id -> its <li>, so a replayed `complete` never renders twice
   var partial = null;  // the assistant bubble that deltas are streaming into
 
@@ -118,7 +117,7 @@
     partial = null;
   }
 
-  // ---- HTTP ------------------------------------------------------------------------------
+  // ---- HTTP
   function api(method, path, body) {
     return fetch(cfg.api + path, {
       method: method,
@@ -131,7 +130,7 @@
     });
   }
 
-  // ---- session and stream ----------------------------------------------------------------
+  // ---- session and stream
   var sessionId = null;
   var source = null;
   var starting = null;
@@ -148,17 +147,20 @@
     var sid = store.get("session");
     if (!sid) return Promise.resolve(false);
     return api("GET", "/api/chat/" + encodeURIComponent(sid) + "/messages").then(function (r) {
-      if (r.status !== 200) { store.del("session"); store.del("lastEventId"); return false; }
+      if (r.status === 401 || r.status === 404) { store.del("session"); store.del("lastEventId"); return false; }
+      if (r.status !== 200) throw new Error("history " + r.status);
       sessionId = sid;
       (r.data.messages || []).forEach(function (m) {
         addMessage(m.role === "user" || m.role === "human" ? m.role : "assistant", m.content, m.id);
       });
       var last = r.data.messages && r.data.messages[r.data.messages.length - 1];
-      if (last && last.role === "user" && last.status !== "done" && last.status !== "failed") {
+      if (last && last.role === "user" && (last.status === "pending" || last.status === "processing")) {
         setStatus("The assistant is answering\u2026");
       }
-      // Resume after what the history already shows; a replayed `complete` is deduplicated by id.
-      openStream(r.data.lastEventId || store.get("lastEventId") || "0");
+      // Resume from the older of "last seen here" and "end of this history": nothing is missed, and
+      // a replayed answer that the history already shows is deduplicated by its message id.
+      var seen = store.get("lastEventId"), end = r.data.lastEventId || "0";
+      openStream(seen && Number(seen) < Number(end) ? seen : end);
       return true;
     });
   }
@@ -193,16 +195,24 @@
       });
     });
     source.onerror = function () {
-      // CLOSED means the browser gave up (e.g. 401 after the session expired): start over.
-      if (source && source.readyState === EventSource.CLOSED) {
-        source = null;
-        starting = null;
-        if (sessionId) store.del("session");
-        sessionId = null;
-        setStatus("Reconnecting\u2026");
-        start().then(function () { setStatus(""); }, function () { setStatus(""); });
-      }
+      // CLOSED: the browser gave up (a 401 after the session expired, a 503 from a draining node).
+      if (source && source.readyState === EventSource.CLOSED) { source = null; recover(1000); }
     };
+  }
+
+  function recover(delay) {
+    setTimeout(function () {
+      api("GET", "/api/chat/" + encodeURIComponent(sessionId) + "/messages").then(function (r) {
+        if (r.status === 401) {
+          store.del("session");
+          starting = null;
+          systemLine("Your chat session ended; a new one has started.");
+          return createSession().then(function () { starting = Promise.resolve(true); });
+        }
+        if (r.status !== 200) throw new Error("history " + r.status);
+        openStream(store.get("lastEventId") || r.data.lastEventId || "0");
+      }).catch(function () { recover(Math.min(delay * 2, 30000)); });
+    }, delay);
   }
 
   var handlers = {
@@ -255,7 +265,7 @@
     }
   };
 
-  // ---- sending ---------------------------------------------------------------------------
+  // ---- sending
   function send(text, retried) {
     sendBtn.disabled = true;
     var li = retried || addMessage("user", text);
@@ -304,11 +314,10 @@
     }
   });
 
-  // ---- open / close ----------------------------------------------------------------------
+  // ---- open / close
   function setOpen(open) {
     panel.hidden = !open;
     bubble.setAttribute("aria-expanded", String(open));
-    bubble.setAttribute("aria-label", open ? "Close chat" : "Open chat");
     if (open) {
       start();
       input.focus();

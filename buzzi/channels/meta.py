@@ -331,7 +331,7 @@ class MessagingAdapter(MetaAdapter):
         try:
             await self.graph_call(f"{self.channel} typing", "POST", f"{self.api_base}/me/messages",
                                   self.token(webhook), body)
-        except Exception as exc:  # best effort: a missing indicator must never fail the reply
+        except Exception as exc:  # noqa: BLE001 - best effort: a missing indicator must never fail the reply
             log.info("%s typing indicator failed: %s", self.channel, exc.__class__.__name__,
                      extra={"fields": {"webhook_id": webhook.id, "error": str(exc)[:200]}})
 

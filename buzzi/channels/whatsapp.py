@@ -215,7 +215,7 @@ class WhatsAppAdapter(MetaAdapter):
             body = {"messaging_product": "whatsapp", "status": "read", "message_id": inbound,
                     "typing_indicator": {"type": "text"}}
             await self.graph_call("whatsapp typing", "POST", url, self.token(webhook), body)
-        except Exception as exc:  # best effort: never fails the reply
+        except Exception as exc:  # noqa: BLE001 - best effort: never fails the reply
             log.info("whatsapp typing indicator failed: %s", exc.__class__.__name__,
                      extra={"fields": {"webhook_id": webhook.id, "error": str(exc)[:200]}})
 

@@ -233,6 +233,6 @@ class SQLiteStore(Store):
         clause, params = _where_sql(where)
         sql = (
             f"DELETE FROM {collection} WHERE {clause} AND id NOT IN (SELECT id FROM {collection} "
-            f"WHERE {clause} ORDER BY {_path(order_by)} DESC LIMIT ?)"
+            f"WHERE {clause} ORDER BY {_path(order_by)} DESC, id DESC LIMIT ?)"
         )
         return await self._run(lambda c: c.execute(sql, [*params, *params, keep]).rowcount)

@@ -11,6 +11,7 @@ from buzzi.models import PROCESSING, Conversation, Message
 from tests.chat.conftest import new_session
 from tests.support.gateway import running_gateway
 from tests.support.sse import collect_until_terminal, read_sse
+from tests.support.waiting import wait_until
 
 
 async def ask(gw, sid: str, content: str, last_event_id: str | None = None) -> list:
@@ -69,11 +70,7 @@ async def test_disconnects_leave_nothing_behind(gw, faq_agent):
     for _ in range(1000):
         async with gw.http.get(f"{gw.base_url}/api/chat/{sid}/stream") as resp:
             assert await resp.content.readline() == b"retry: 2000\n"
-    async def settled() -> bool:
-        while hub.live or broker.registry.by_stream:
-            await asyncio.sleep(0.01)
-        return True
-    assert await asyncio.wait_for(settled(), 5)
+    await wait_until(lambda: not hub.live and not broker.registry.by_stream, 5)
     assert len(asyncio.all_tasks()) <= tasks_before + 2  # the test's own helpers at most
 
 
@@ -84,8 +81,7 @@ async def test_slow_client_is_cut_off_and_resumes_from_the_log(make_settings):
         live = hub.open(stream, "cv_slow", "c_x", "a_x")
         events = hub.events(live, "0")
         first = asyncio.ensure_future(events.__anext__())
-        while not broker.registry.by_stream:  # wait until it has subscribed
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: broker.registry.by_stream)  # it has subscribed
         published = [await broker.publish(stream, "delta", {"content": "0"})]
         assert (await first).id == published[0].id
         # The client stops reading while 19 more events arrive: more than its buffer of 5.
@@ -164,11 +160,10 @@ async def ask_until(gw, sid: str, content: str, event_name: str) -> list:
 
 
 async def wait_for_state(gw, conversation_id: str, content: str, state: str) -> Message:
-    async def poll() -> Message:
-        while True:
-            for m in await gw.store.find(Message, conversation_id=conversation_id, role="user"):
-                if m.content == content and m.state == state:
-                    return m
-            await asyncio.sleep(0.02)
+    async def found() -> Message | None:
+        for m in await gw.store.find(Message, conversation_id=conversation_id, role="user"):
+            if m.content == content and m.state == state:
+                return m
+        return None
 
-    return await asyncio.wait_for(poll(), 10)
+    return await wait_until(found)

@@ -26,6 +26,8 @@ async def test_add_then_get_round_trips_every_field(store: Store) -> None:
                   allowed_origins=["https://a.example"])
     assert await store.add(agent) is agent
     assert await store.get(Agent, "a_1") == agent
+    raw = await store._get("agents", "a_1")  # callers see `id`, whatever the backend keys on
+    assert raw is not None and raw["id"] == "a_1" and "_id" not in raw
     assert await store.get(Agent, "a_missing") is None
 
 

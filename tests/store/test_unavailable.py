@@ -50,7 +50,7 @@ async def test_sqlite_that_cannot_open_is_unavailable(tmp_path: Path, box: Secre
 
 async def test_mongo_server_going_away_and_coming_back(box: SecretBox) -> None:
     with MongoWireServer() as server:
-        store = MongoStore(server.url, box, timeout=0.5)
+        store = MongoStore(server.url, box, timeout=0.3)
         await store.open()
         try:
             await store.add(Company(id="c_1", name="One"))

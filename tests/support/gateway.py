@@ -15,6 +15,7 @@ import tornado.netutil
 
 from buzzi.config import Settings
 from buzzi.runtime import Gateway
+from buzzi.store.base import Store
 from handlers.app import make_app
 
 
@@ -25,7 +26,7 @@ class RunningGateway:
     http: aiohttp.ClientSession
 
     @property
-    def store(self):  # noqa: ANN201 - convenience for tests
+    def store(self) -> Store:
         return self.gateway.store
 
     async def request(self, method: str, path: str, *, json_body: Any = None, data: bytes | None = None,
@@ -46,7 +47,8 @@ class RunningGateway:
             return resp.status, body, resp.headers
 
     async def login(self, email: str = "admin@localhost", password: str = "admin-password-123") -> str:
-        status, body, _ = await self.request("POST", "/api/admin/login", json_body={"email": email, "password": password})
+        credentials = {"email": email, "password": password}
+        status, body, _ = await self.request("POST", "/api/admin/login", json_body=credentials)
         assert status == 200, body
         return body["token"]
 

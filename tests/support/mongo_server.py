@@ -159,6 +159,8 @@ async def _serve(port: int, db_path: str | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"mongodb://{address.host}:{address.port}/?directConnection=true", flush=True)
+    # Nobody reads the pipe after that line: later output goes to stderr so it can never fill up.
+    os.dup2(2, 1)
     try:
         await stop.wait()
     finally:
