@@ -10,6 +10,7 @@ PREFIXES = {
     "conversation": "cv_",
     "message": "m_",
     "webhook_event": "we_",
+    "media": "md_",
 }
 
 

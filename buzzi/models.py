@@ -173,3 +173,22 @@ class WebhookEvent(Document):
     headers: dict[str, str] = field(default_factory=dict)  # secrets redacted before storing
     body: str = ""  # truncated excerpt
     message_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Media(Document):
+    """An inbound attachment's bytes, downloaded from the channel after the message was stored
+    (buzzi/media.py). Kept small and self-contained: base64 data plus what a viewer needs."""
+
+    collection: ClassVar[str] = "media"
+    id: str
+    message_id: str
+    company_id: str
+    conversation_id: str
+    channel: str
+    mime_type: str | None
+    size: int
+    sha256: str
+    data: str  # base64
+    name: str | None = None
+    created_at: float = field(default_factory=clock.now)

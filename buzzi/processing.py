@@ -34,6 +34,34 @@ log = logging.getLogger("buzzi.processing")
 
 HISTORY_LIMIT = 20
 TYPING_REFRESH_SECONDS = 5.0
+TYPING_STOP_GRACE_SECONDS = 2.0
+
+
+class TypingIndicator:
+    """The channel's typing indicator, refreshed while the agent works.
+
+    The first indicator always goes out, and stop() lets one in flight finish (bounded) instead of
+    cancelling it: a fast agent would otherwise never show one, and a request cut mid-flight can
+    still reach the platform after the reply and leave "typing..." under the answer."""
+
+    def __init__(self, delivery: ReplyDelivery, conversation: Conversation, message: Message) -> None:
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(self._run(delivery, conversation, message), name=f"typing-{message.id}")
+
+    async def _run(self, delivery: ReplyDelivery, conversation: Conversation, message: Message) -> None:
+        while True:
+            await delivery.typing(conversation, message)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), TYPING_REFRESH_SECONDS)
+                return
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        try:
+            await asyncio.wait({self._task}, timeout=TYPING_STOP_GRACE_SECONDS)
+        finally:
+            if not self._task.done():
+                self._task.cancel()
 
 
 class MessageProcessor:
@@ -102,14 +130,12 @@ class MessageProcessor:
                 "interrupted", "The answer was interrupted and is being generated again.", True))
 
         history = await self._history(message)
-        typing = None
-        if conversation.channel != WEB_CHANNEL:
-            typing = asyncio.create_task(self._typing(conversation, message))
+        typing = TypingIndicator(self.delivery, conversation, message) if conversation.channel != WEB_CHANNEL else None
         try:
             outcome = await self._run_agent(agent, conversation, message, history, stream)
         finally:
             if typing:
-                typing.cancel()
+                await typing.stop()
         if outcome is None:
             return FAILED, {"metadata": {**message.metadata, "error": "agent error"}}
         content, metadata = outcome
@@ -169,11 +195,6 @@ class MessageProcessor:
 
     async def _publish(self, stream: str, event: AgentEvent) -> None:
         await self.broker.publish(stream, event.name, event.data)
-
-    async def _typing(self, conversation: Conversation, message: Message) -> None:
-        while True:
-            await self.delivery.typing(conversation, message)
-            await asyncio.sleep(TYPING_REFRESH_SECONDS)
 
     async def _keep_lease(self, message_id: str) -> None:
         lease = self.settings.inbox.lease_seconds

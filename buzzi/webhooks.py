@@ -28,6 +28,7 @@ from buzzi.channels.registry import ChannelRegistry
 from buzzi.config import Settings
 from buzzi.ids import new_id
 from buzzi.logs import log_fields
+from buzzi.media import MediaFetcher
 from buzzi.metrics import Metrics
 from buzzi.models import CHANNELS, PENDING, Agent, Company, Conversation, Message, Webhook, WebhookEvent
 from buzzi.ratelimit import RateLimited, RateLimiter
@@ -94,6 +95,7 @@ class WebhookService:
         self.limiter = limiter
         self.settings = settings
         self.metrics = metrics
+        self.media = MediaFetcher(store, channels, settings.channels)
         self._background: set[asyncio.Task[None]] = set()
 
     async def handle(self, company_id: str, agent_id: str, channel: str, webhook_id: str,
@@ -162,6 +164,8 @@ class WebhookService:
             if message is not None:
                 new_ids.append(message.id)
                 self._spawn(self._acknowledge(adapter, webhook, inbound))
+                if self.media.wanted(message):  # in the background: the 200 never waits on a download
+                    self._spawn(self.media.fetch(webhook, message))
         if not new_ids:
             return webhook, _json(200, "duplicate", {"status": "duplicate"})
         await self.broker.notify_inbox()
@@ -226,6 +230,6 @@ class WebhookService:
         task.add_done_callback(self._background.discard)
 
     async def wait_idle(self) -> None:
-        """Wait for background bookkeeping (delivery log, receipts); used by shutdown and tests."""
+        """Wait for background bookkeeping (delivery log, receipts, media); used by shutdown and tests."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)

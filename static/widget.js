@@ -9,14 +9,15 @@
   if (!script || window.__buzziWidgetLoaded) return;
   window.__buzziWidgetLoaded = true;
 
+  function attr(name) { return script.getAttribute("data-" + name); }
   var cfg = {
-    company: script.getAttribute("data-company") || "",
-    agent: script.getAttribute("data-agent") || "",
-    title: script.getAttribute("data-title") || "Chat with us",
-    open: script.getAttribute("data-open") === "true",
+    company: attr("company") || "",
+    agent: attr("agent") || "",
+    title: attr("title") || "Chat with us",
+    open: attr("open") === "true",
     // The API lives next to the script (cross-origin embeds work without configuration).
-    api: (script.getAttribute("data-api-base") ||
-      new URL(script.src, location.href).href.replace(/\/widget\.js(\?.*)?$/, "")).replace(/\/+$/, "")
+    api: (attr("api-base") || new URL(script.src, location.href).href.replace(/\/widget\.js(\?.*)?$/, ""))
+      .replace(/\/+$/, "")
   };
   var KEY = "buzzi:" + cfg.company + ":" + cfg.agent;
   // Storage can be blocked (privacy modes): then the chat still works, it just forgets on reload.
@@ -28,10 +29,11 @@
   };
 
   var CSS = [
-    ":host{all:initial;font:14px/1.4 system-ui,-apple-system,Segoe UI,sans-serif;color:#1d2330}",
+    ":host{all:initial;font:14px/1.4 system-ui,sans-serif;color:#1d2330}",
     "*{box-sizing:border-box}",
     ".bubble{position:fixed;right:20px;bottom:20px;width:56px;height:56px;border-radius:50%;border:0;",
-    "background:#2f5bea;color:#fff;font-size:26px;cursor:pointer;box-shadow:0 4px 14px #0004;z-index:99999}",
+    "background:#2f5bea;cursor:pointer;box-shadow:0 4px 14px #0004;z-index:99999}",
+    ".bubble svg{width:26px;height:26px;fill:#fff}",
     ":focus-visible{outline:3px solid #f5a623;outline-offset:2px}",
     ".panel{position:fixed;right:20px;bottom:88px;width:360px;max-width:calc(100vw - 40px);height:520px;",
     "max-height:calc(100vh - 110px);display:flex;flex-direction:column;background:#fff;border-radius:12px;",
@@ -68,7 +70,14 @@
   var root = host.attachShadow({ mode: "open" });
   root.appendChild(el("style", {}, CSS));
   var bubble = el("button", { type: "button", "class": "bubble", "aria-label": "Open chat",
-    "aria-expanded": "false", "aria-controls": "buzzi-panel" }, "\uD83D\uDCAC");
+    "aria-expanded": "false", "aria-controls": "buzzi-panel" });
+  // A drawn icon: emoji fonts are not everywhere.
+  var svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  svg.appendChild(document.createElementNS(svg.namespaceURI, "path"))
+    .setAttribute("d", "M4 4h16v12H8l-4 4z");
+  bubble.appendChild(svg);
   var panel = el("section", { id: "buzzi-panel", "class": "panel", role: "dialog", "aria-label": cfg.title });
   panel.hidden = true;
   var header = el("header");
@@ -96,7 +105,7 @@
 
   function addMessage(role, content, id) {
     if (id && rendered[id]) { setBody(rendered[id], content); return rendered[id]; }
-    var li = el("li", { "class": "msg " + role, "data-role": role });
+    var li = el("li", { "class": "msg " + role });
     if (role === "human") li.appendChild(el("span", { "class": "who" }, "Support team"));
     li.appendChild(el("span", { "class": "body" }));
     setBody(li, content);
@@ -108,7 +117,7 @@
   function setBody(li, text) { li.querySelector(".body").textContent = text; }
 
   function systemLine(text, isError) {
-    list.appendChild(el("li", { "class": "system" + (isError ? " error" : ""), "data-role": "system" }, text));
+    list.appendChild(el("li", { "class": "system" + (isError ? " error" : "") }, text));
     scrollDown();
   }
 
@@ -135,6 +144,8 @@
   var source = null;
   var starting = null;
 
+  function chat(path) { return "/api/chat/" + encodeURIComponent(sessionId) + path; }
+
   function start() {
     if (!starting) {
       starting = resume().then(function (ok) { return ok || createSession(); });
@@ -146,10 +157,10 @@
   function resume() {
     var sid = store.get("session");
     if (!sid) return Promise.resolve(false);
-    return api("GET", "/api/chat/" + encodeURIComponent(sid) + "/messages").then(function (r) {
-      if (r.status === 401 || r.status === 404) { store.del("session"); store.del("lastEventId"); return false; }
+    sessionId = sid;
+    return api("GET", chat("/messages")).then(function (r) {
+      if (r.status === 401) { store.del("session"); return false; }
       if (r.status !== 200) throw new Error("history " + r.status);
-      sessionId = sid;
       (r.data.messages || []).forEach(function (m) {
         addMessage(m.role === "user" || m.role === "human" ? m.role : "assistant", m.content, m.id);
       });
@@ -168,7 +179,7 @@
   function createSession() {
     return api("POST", "/api/chat/sessions", { companyId: cfg.company, agentId: cfg.agent }).then(function (r) {
       if (r.status !== 201) {
-        systemLine(r.status === 404 ? "This chat is not available." : "The chat could not start. Please try again later.", true);
+        systemLine(r.status === 404 ? "This chat is not available." : "The chat could not start, sorry.", true);
         throw new Error("session " + r.status);
       }
       sessionId = r.data.sessionId;
@@ -182,16 +193,14 @@
 
   function openStream(lastEventId) {
     if (source) source.close();
-    var url = cfg.api + "/api/chat/" + encodeURIComponent(sessionId) + "/stream?lastEventId=" +
-      encodeURIComponent(lastEventId);
     // The server ends the stream after each answer; EventSource reconnects by itself with Last-Event-ID.
-    source = new EventSource(url);
+    source = new EventSource(cfg.api + chat("/stream?lastEventId=" + encodeURIComponent(lastEventId)));
     ["thinking", "tool_call", "delta", "complete", "error", "notification"].forEach(function (name) {
       source.addEventListener(name, function (ev) {
         if (ev.lastEventId) store.set("lastEventId", ev.lastEventId);
         var data;
-        try { data = JSON.parse(ev.data); } catch (e) { return; }
-        handlers[name](data || {});
+        try { data = JSON.parse(ev.data) || {}; } catch (e) { return; }
+        handlers[name](data);
       });
     });
     source.onerror = function () {
@@ -202,7 +211,7 @@
 
   function recover(delay) {
     setTimeout(function () {
-      api("GET", "/api/chat/" + encodeURIComponent(sessionId) + "/messages").then(function (r) {
+      api("GET", chat("/messages")).then(function (r) {
         if (r.status === 401) {
           store.del("session");
           starting = null;
@@ -218,10 +227,7 @@
   var handlers = {
     thinking: function (d) { setStatus((d.step || "Thinking") + "\u2026"); },
     tool_call: function (d) {
-      var tool = d.tool || "a tool";
-      if (d.status === "executing") setStatus("Using " + tool + "\u2026");
-      else if (d.status === "failed") setStatus(tool + " failed");
-      else setStatus(tool + " done");
+      setStatus(d.status === "executing" ? "Using " + d.tool + "\u2026" : d.tool + " " + d.status);
     },
     delta: function (d) {
       if (!partial) {
@@ -269,12 +275,12 @@
   function send(text, retried) {
     sendBtn.disabled = true;
     var li = retried || addMessage("user", text);
+    setStatus("Sending\u2026"); // before the POST: its answer may stream in before the 202 does
     return start().then(function () {
-      return api("POST", "/api/chat/" + encodeURIComponent(sessionId) + "/message", { content: text });
+      return api("POST", chat("/message"), { content: text });
     }).then(function (r) {
       if (r.status === 202) {
         if (r.data.messageId) { li.setAttribute("data-id", r.data.messageId); rendered[r.data.messageId] = li; }
-        if (!status.textContent) setStatus("Sending\u2026");
         return;
       }
       if (r.status === 401 && !retried) {
@@ -284,6 +290,7 @@
         return start().then(function () { return send(text, li); });
       }
       li.classList.add("failed");
+      setStatus("");
       if (r.status === 429) {
         var wait = r.data.retryAfter || Number(r.headers.get("Retry-After")) || 60;
         systemLine("You're sending messages too fast. Please slow down and try again in " + wait + " s.", true);
@@ -295,6 +302,7 @@
       input.value = input.value || text;
     }).catch(function () {
       li.classList.add("failed");
+      setStatus("");
       systemLine("You seem to be offline. Please try again.", true);
     }).then(function () { sendBtn.disabled = false; });
   }

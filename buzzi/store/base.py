@@ -48,6 +48,7 @@ INDEXES: dict[str, list[tuple[tuple[str, ...], bool]]] = {
         (("state", "lease_until"), False),  # finds expired leases without reading every processing message
     ],
     "webhook_events": [(("webhook_id", "received_at"), False), (("received_at",), False)],
+    "media": [(("message_id",), False), (("company_id", "created_at"), False)],
 }
 COLLECTIONS = (*INDEXES.keys(), "counters")
 

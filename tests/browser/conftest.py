@@ -1,122 +1,19 @@
-"""Browser tests: a real gateway with the demo, real headless Chromium, and helpers that read the
-widget's shadow DOM."""
+"""Browser tests: a real gateway with the demo and real headless Chromium (tests/support/browser.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import json
-import secrets
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from aiohttp import web
-from playwright.async_api import Page
 
-from tests.support.browser import browser, page  # noqa: F401 - fixtures
+from tests.support.browser import browser_fixture, page_fixture  # noqa: F401 - fixtures for this package
 from tests.support.gateway import RunningGateway, running_gateway
 
 # A short reconnect hint keeps the "stream ends after each answer" cycle quick in tests.
 CHAT = {"create_demo": True, "retry_ms": 200}
-
-# Records, on every DOM change in the widget, the last assistant bubble's text and the status line,
-# so a test can tell that partial text or thinking/tool activity was shown at some point.
-RECORDER = """() => {
-  const root = document.getElementById('buzzi-chat-widget').shadowRoot;
-  window.__seen = [];
-  const take = () => {
-    const bodies = root.querySelectorAll('.msg.assistant .body');
-    window.__seen.push({assistant: bodies.length ? bodies[bodies.length - 1].textContent : '',
-                        status: root.querySelector('.status').textContent});
-  };
-  new MutationObserver(take).observe(root, {subtree: true, childList: true, characterData: true});
-}"""
 
 
 @pytest.fixture
 async def demo_gw(make_settings) -> AsyncIterator[RunningGateway]:
     async with running_gateway(make_settings, chat=CHAT) as running:
         yield running
-
-
-def session_key(company_id: str, agent_id: str) -> str:
-    return f"buzzi:{company_id}:{agent_id}:session"
-
-
-async def wait_for_session(page: Page, company_id: str, agent_id: str) -> str:
-    key = session_key(company_id, agent_id)
-    handle = await page.wait_for_function("k => localStorage.getItem(k)", arg=key)
-    return await handle.json_value()
-
-
-async def ask(page: Page, text: str) -> None:
-    box = page.get_by_label("Your message")
-    await box.fill(text)
-    await box.press("Enter")
-
-
-async def seen(page: Page) -> list[dict[str, str]]:
-    return await page.evaluate("() => window.__seen")
-
-
-async def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:  # noqa: ANN001
-    """Poll a server-side condition (the gateway runs in this loop, so polling yields to it)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
-class PausingAgentService:
-    """A company's own agent service (the `http` agent kind) that streams SSE and pauses after
-    its first delta until the test releases it; it also serves a host page on its own origin,
-    so the widget is embedded cross-origin like on a customer's site."""
-
-    def __init__(self, first: str, rest: list[str]) -> None:
-        self.first = first
-        self.rest = rest
-        self.first_sent = asyncio.Event()
-        self.release = asyncio.Event()
-        self.secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-        self.base_url = ""
-        self.page_html = ""
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def answer(self) -> str:
-        return self.first + "".join(self.rest)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/agent", self._agent)
-        app.router.add_get("/", self._page)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - the port 0 resolved to
-        self.base_url = f"http://127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        self.release.set()
-        if self._runner:
-            await self._runner.cleanup()
-
-    async def _page(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.page_html, content_type="text/html")
-
-    async def _agent(self, request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await resp.prepare(request)
-
-        async def send(event: str, data: dict[str, Any]) -> None:
-            await resp.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
-
-        await send("thinking", {"step": "Looking it up", "progress": 0.3})
-        await send("delta", {"content": self.first})
-        self.first_sent.set()
-        await self.release.wait()
-        for chunk in self.rest:
-            await send("delta", {"content": chunk})
-        await send("complete", {"content": self.answer})
-        return resp

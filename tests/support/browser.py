@@ -35,16 +35,16 @@ class PageWatch:
     page_errors: list[str] = field(default_factory=list)
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+@pytest.fixture(name="browser")
+async def browser_fixture() -> AsyncIterator[Browser]:
     # Function scoped: pytest-asyncio gives each test its own loop, and Playwright's connection
     # is bound to the loop that started it.
     async with launch_browser() as launched:
         yield launched
 
 
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
+@pytest.fixture(name="page")
+async def page_fixture(browser: Browser) -> AsyncIterator[Page]:
     """A fresh context (empty localStorage) and page; `page.watch` records dialogs and JS errors."""
     context = await browser.new_context(viewport={"width": 1100, "height": 760})
     context.set_default_timeout(10_000)

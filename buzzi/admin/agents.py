@@ -1,0 +1,81 @@
+"""Agents of a company. Settings are checked by the agent kind's own validator (AgentRegistry)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from buzzi.admin import scope
+from buzzi.admin import validation as v
+from buzzi.admin.errors import Invalid
+from buzzi.agents.base import SettingsError
+from buzzi.agents.registry import AgentRegistry
+from buzzi.auth import Principal
+from buzzi.ids import new_id
+from buzzi.models import AGENT_KINDS, Agent, Webhook
+from buzzi.store.base import Store
+
+FIELDS = ("name", "status", "kind", "settings", "allowedOrigins")
+STATUSES = ("active", "inactive")
+
+
+class AgentService:
+    def __init__(self, store: Store, agents: AgentRegistry) -> None:
+        self.store = store
+        self.agents = agents
+
+    async def list(self, principal: Principal, company_id: str) -> list[Agent]:
+        await scope.company(self.store, principal, company_id)
+        return await self.store.find(Agent, company_id=company_id)
+
+    async def get(self, principal: Principal, company_id: str, agent_id: str) -> Agent:
+        return await scope.agent(self.store, principal, company_id, agent_id)
+
+    async def create(self, principal: Principal, company_id: str, data: Any) -> Agent:
+        await scope.company(self.store, principal, company_id)
+        data = v.body_object(data)
+        v.only(data, FIELDS)
+        name = v.string(v.require(data, "name"), "name")
+        kind = v.choice(data.get("kind", "faq"), "kind", AGENT_KINDS)
+        settings = self._settings(kind, data.get("settings", {}))
+        return await self.store.add(Agent(
+            id=new_id("agent"), company_id=company_id, name=name, kind=kind,
+            status=v.choice(data.get("status", "active"), "status", STATUSES),
+            settings=settings, allowed_origins=v.origins(data.get("allowedOrigins", [])),
+        ))
+
+    async def update(self, principal: Principal, company_id: str, agent_id: str, data: Any) -> Agent:
+        agent = await scope.agent(self.store, principal, company_id, agent_id)
+        data = v.body_object(data)
+        v.only(data, FIELDS)
+        changes: dict[str, Any] = {}
+        if "name" in data:
+            changes["name"] = v.string(data["name"], "name")
+        if "status" in data:
+            changes["status"] = v.choice(data["status"], "status", STATUSES)
+        if "allowedOrigins" in data:
+            changes["allowed_origins"] = v.origins(data["allowedOrigins"])
+        if "kind" in data or "settings" in data:
+            # A new kind is checked against the settings it will run with (given or current).
+            kind = v.choice(data.get("kind", agent.kind), "kind", AGENT_KINDS)
+            changes["kind"] = kind
+            changes["settings"] = self._settings(kind, data.get("settings", agent.settings))
+        if not changes:
+            return agent
+        updated = await self.store.update(Agent, agent.id, changes)
+        return updated or agent
+
+    async def delete(self, principal: Principal, company_id: str, agent_id: str) -> None:
+        """The agent and its webhooks (their credentials must not outlive it); conversations stay as history."""
+        agent = await scope.agent(self.store, principal, company_id, agent_id)
+        await self.store.delete_where(Webhook, agent_id=agent.id)
+        await self.store.delete(Agent, agent.id)
+
+    def _settings(self, kind: str, settings: Any) -> dict[str, Any]:
+        if settings is None:
+            settings = {}
+        try:
+            return self.agents.validate_settings(kind, settings)
+        except SettingsError as exc:
+            field = exc.field if exc.field.startswith(("settings", "kind")) else f"settings.{exc.field}"
+            message = str(exc).removeprefix(f"{exc.field}: ")
+            raise Invalid(field, message) from None

@@ -1,0 +1,110 @@
+"""Domain objects as the admin API shows them: camelCase, ISO-8601 times, secrets redacted
+except in the one answer that creates or rotates them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from buzzi import clock
+from buzzi.models import Agent, Company, Conversation, Message, User, Webhook, WebhookEvent
+from buzzi.webhooks import redact_headers
+
+ELLIPSIS = "\u2026"
+# Well-known, non-secret prefixes that tell a reader which kind of key it is.
+KEY_PREFIXES = ("whsec_", "xoxb-", "xoxp-", "sk-")
+HINT_CHARS = 4
+MIN_HINTED_LEN = 12  # shorter values get no hint at all: 4 of 8 characters would be half the secret
+
+
+def redact(value: Any) -> Any:
+    """"whsec_…abcd": enough to recognise a value, never enough to use it."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    if not text:
+        return ""
+    prefix = next((p for p in KEY_PREFIXES if text.startswith(p)), "")
+    if len(text) < MIN_HINTED_LEN:
+        return prefix + ELLIPSIS
+    return prefix + ELLIPSIS + text[-HINT_CHARS:]
+
+
+def _times(obj: Any) -> dict[str, Any]:
+    return {"createdAt": clock.iso(obj.created_at), "updatedAt": clock.iso(obj.updated_at)}
+
+
+def render_user(user: User) -> dict[str, Any]:
+    return {"id": user.id, "email": user.email, "role": user.role, "companyId": user.company_id, **_times(user)}
+
+
+def render_company(company: Company) -> dict[str, Any]:
+    return {
+        "id": company.id, "name": company.name,
+        "subscription": {
+            "status": company.subscription_status,
+            "expiresAt": clock.iso(company.subscription_expires_at),
+            "active": company.subscription_active(),
+        },
+        **_times(company),
+    }
+
+
+def render_agent(agent: Agent) -> dict[str, Any]:
+    return {
+        "id": agent.id, "companyId": agent.company_id, "name": agent.name, "status": agent.status,
+        "kind": agent.kind, "settings": agent.settings, "allowedOrigins": agent.allowed_origins, **_times(agent),
+    }
+
+
+def webhook_url(public_url: str, webhook: Webhook) -> str:
+    return (f"{public_url.rstrip('/')}/api/webhooks/{webhook.company_id}/{webhook.agent_id}/"
+            f"{webhook.channel}/{webhook.id}")
+
+
+def render_webhook(webhook: Webhook, public_url: str, *, reveal: bool = False) -> dict[str, Any]:
+    """`reveal` only for the create and rotate-secret answers: the one time secrets are shown."""
+    show = (lambda v: v) if reveal else redact
+    return {
+        "id": webhook.id, "companyId": webhook.company_id, "agentId": webhook.agent_id,
+        "channel": webhook.channel, "status": webhook.status,
+        "secret": show(webhook.secret),
+        "verifyToken": show(webhook.verify_token),
+        "credentials": {k: show(v) for k, v in webhook.credentials.items()},
+        "ipAllowlist": webhook.ip_allowlist,
+        "url": webhook_url(public_url, webhook),
+        "state": webhook.state,
+        **_times(webhook),
+    }
+
+
+def render_conversation(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.id, "companyId": conversation.company_id, "agentId": conversation.agent_id,
+        "channel": conversation.channel, "webhookId": conversation.webhook_id,
+        "externalChatId": conversation.external_chat_id, "status": conversation.status,
+        "owner": conversation.owner, "messageCount": conversation.message_count,
+        "lastMessageAt": clock.iso(conversation.last_message_at), "customer": conversation.customer,
+        **_times(conversation),
+    }
+
+
+def render_message(message: Message) -> dict[str, Any]:
+    """With the processing state and the outbound delivery, so failed sends show in the dashboard."""
+    delivery = dict(message.delivery)
+    return {
+        "id": message.id, "conversationId": message.conversation_id, "role": message.role,
+        "content": message.content, "attachments": message.attachments, "channel": message.channel,
+        "state": message.state, "attempts": message.attempts,
+        "delivery": delivery or None,
+        "replyTo": message.reply_to, "metadata": message.metadata, "createdAt": clock.iso(message.created_at),
+    }
+
+
+def render_event(event: WebhookEvent) -> dict[str, Any]:
+    return {
+        "id": event.id, "webhookId": event.webhook_id, "companyId": event.company_id, "channel": event.channel,
+        "receivedAt": clock.iso(event.received_at), "outcome": event.outcome, "statusCode": event.status_code,
+        "latencyMs": event.latency_ms, "detail": event.detail,
+        # Already redacted by the pipeline; redacted again so no stored row can ever leak a signature.
+        "headers": redact_headers(event.headers), "body": event.body, "messageIds": event.message_ids,
+    }

@@ -1,0 +1,110 @@
+"""Admin users: owners see and manage everyone; a company admin sees only themselves and may change
+only their own e-mail and password."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from buzzi.admin import scope
+from buzzi.admin import validation as v
+from buzzi.admin.errors import Conflict, Forbidden, Invalid, NotFound
+from buzzi.auth import Principal
+from buzzi.crypto import hash_password
+from buzzi.ids import new_id
+from buzzi.models import ROLES, User
+from buzzi.store.base import DuplicateKey, Store
+
+FIELDS = ("email", "password", "role", "companyId")
+
+
+class UserService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def list(self, principal: Principal) -> list[User]:
+        if principal.is_owner:
+            return await self.store.find(User)
+        me = await self.store.get(User, principal.user_id)
+        return [me] if me else []
+
+    async def get(self, principal: Principal, user_id: str) -> User:
+        user = await self.store.get(User, user_id)
+        if user is None or not (principal.is_owner or user.id == principal.user_id):
+            raise NotFound()
+        return user
+
+    async def create(self, principal: Principal, data: Any) -> User:
+        scope.require_owner(principal)
+        data = v.body_object(data)
+        v.only(data, FIELDS)
+        email = v.email(v.require(data, "email"))
+        password = v.password(v.require(data, "password"))
+        role = v.choice(data.get("role", "company_admin"), "role", ROLES)
+        company_id = await self._company_for_role(principal, role, data.get("companyId"))
+        user = User(id=new_id("user"), email=email, password_hash=await _hash(password), role=role,
+                    company_id=company_id)
+        try:
+            return await self.store.add(user)
+        except DuplicateKey:
+            raise Conflict("A user with this e-mail already exists", field="email") from None
+
+    async def update(self, principal: Principal, user_id: str, data: Any) -> User:
+        user = await self.get(principal, user_id)
+        data = v.body_object(data)
+        v.only(data, FIELDS)
+        if not principal.is_owner and ("role" in data or "companyId" in data):
+            raise Forbidden("Only an owner may change a role or company")
+        changes: dict[str, Any] = {}
+        if "email" in data:
+            changes["email"] = v.email(data["email"])
+        if "password" in data:
+            changes["password_hash"] = await _hash(v.password(data["password"]))
+        if "role" in data or "companyId" in data:
+            role = v.choice(data.get("role", user.role), "role", ROLES)
+            company_id = data["companyId"] if "companyId" in data else user.company_id
+            if role == "owner":
+                company_id = None if "companyId" not in data else company_id
+            changes["company_id"] = await self._company_for_role(principal, role, company_id)
+            changes["role"] = role
+            if user.role == "owner" and role != "owner":
+                await self._keep_an_owner(user.id)
+        if not changes:
+            return user
+        try:
+            updated = await self.store.update(User, user.id, changes)
+        except DuplicateKey:
+            raise Conflict("A user with this e-mail already exists", field="email") from None
+        if updated is None:
+            raise NotFound()
+        return updated
+
+    async def delete(self, principal: Principal, user_id: str) -> None:
+        user = await self.get(principal, user_id)
+        scope.require_owner(principal)
+        if user.role == "owner":
+            await self._keep_an_owner(user.id)
+        await self.store.delete(User, user.id)
+
+    async def _company_for_role(self, principal: Principal, role: str, company_id: Any) -> str | None:
+        if role == "owner":
+            if company_id is not None:
+                raise Invalid("companyId", "an owner belongs to no company")
+            return None
+        if company_id is None:
+            raise Invalid("companyId", "is required for a company_admin")
+        company_id = v.string(company_id, "companyId")
+        try:
+            await scope.company(self.store, principal, company_id)
+        except NotFound:
+            raise Invalid("companyId", "no such company") from None
+        return company_id
+
+    async def _keep_an_owner(self, user_id: str) -> None:
+        owners = await self.store.find(User, role="owner", limit=2)
+        if not [o for o in owners if o.id != user_id]:
+            raise Conflict("The last owner cannot be removed or demoted")
+
+
+async def _hash(password: str) -> str:
+    return await asyncio.to_thread(hash_password, password)
