@@ -18,6 +18,8 @@ from buzzi.store.base import Store
 
 log = logging.getLogger("buzzi.inbox")
 
+ORDER_DEFER_SECONDS = 0.3
+
 
 class InboxWorker:
     def __init__(self, store: Store, broker: Broker, processor: MessageProcessor, settings: InboxSettings,
@@ -77,7 +79,15 @@ class InboxWorker:
                     message.id, self.node_id, FAILED, metadata={**message.metadata, "error": "too many attempts"}
                 )
                 return
+            if await self.store.earlier_unanswered(message):
+                # One answer at a time per conversation, in order: come back shortly.
+                await self.store.defer_message(message.id, self.node_id, ORDER_DEFER_SECONDS)
+                asyncio.get_running_loop().call_later(ORDER_DEFER_SECONDS, self.kick)
+                return
             await self.processor.process(message)
+            self.kick()  # a deferred follow-up of this conversation may be waiting
+            with contextlib.suppress(Exception):
+                await self.broker.notify_inbox()
         except asyncio.CancelledError:
             # Shutdown ran out of grace: hand the message back so another node answers it now.
             with contextlib.suppress(Exception):

@@ -84,6 +84,8 @@ class StreamHub:
                 last_seq = int(await self.broker.last_id(live.stream) or 0)
             else:
                 last_seq = _seq(last_event_id)
+                if last_seq and await self._log_reset(live.stream, last_seq):
+                    last_seq = 0  # the ids started again: everything in the new log is new to this client
                 for event in await self.broker.replay(live.stream, str(last_seq)):
                     last_seq = event.seq
                     yield event
@@ -109,6 +111,16 @@ class StreamHub:
                         log.info("stream %s cut off (slow client or broker closed)", live.conversation_id)
                         return
                     if event.seq <= last_seq:
+                        if not await self._log_reset(live.stream, last_seq):
+                            continue  # already sent: the replay and the live feed overlap
+                        log.warning("stream %s: the broker lost its log (ids restarted); replaying the new one",
+                                    live.conversation_id)
+                        last_seq = 0
+                        for event in await self.broker.replay(live.stream, "0"):  # holds this event too
+                            last_seq = event.seq
+                            yield event
+                            if event.event in TERMINAL:
+                                return
                         continue
                     last_seq = event.seq
                     yield event
@@ -118,6 +130,13 @@ class StreamHub:
                 closed.cancel()
         finally:
             sub.close()
+
+    async def _log_reset(self, stream: str, last_seq: int) -> bool:
+        """True when the stream's ids started again below `last_seq`: a Redis that restarted without
+        its data (or a log that expired) counts from 1 again. Ids only grow otherwise, and the log
+        always keeps its newest event, so its newest id can only be below an id sent after a reset."""
+        newest = await self.broker.last_id(stream)
+        return newest is None or int(newest) < last_seq
 
     def sent(self, live: LiveStream, event: StreamEvent) -> None:
         live.last_event_id = event.id

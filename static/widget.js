@@ -39,14 +39,15 @@
     "max-height:calc(100vh - 110px);display:flex;flex-direction:column;background:#fff;border-radius:12px;",
     "box-shadow:0 8px 30px #0004;overflow:hidden;z-index:99999}",
     ".panel[hidden]{display:none}",
-    "header{display:flex;align-items:center;justify-content:space-between;padding:12px 14px;background:#2f5bea;color:#fff}",
+    "header{display:flex;align-items:center;justify-content:space-between;padding:12px 14px;",
+    "background:#2f5bea;color:#fff}",
     "header h2{margin:0;font-size:15px;font-weight:600}",
-    ".close{background:none;border:0;color:#fff;font-size:20px;cursor:pointer;line-height:1}",
+    ".close{background:none;border:0;color:#fff;font-size:20px;cursor:pointer}",
     ".messages{flex:1;overflow-y:auto;margin:0;padding:12px;list-style:none;background:#f6f7fb}",
-    ".msg{max-width:85%;margin:6px 0;padding:8px 11px;border-radius:12px;white-space:pre-wrap;word-wrap:break-word}",
-    ".msg.user{margin-left:auto;background:#2f5bea;color:#fff;border-bottom-right-radius:3px}",
-    ".msg.assistant{background:#fff;border:1px solid #e1e4ec;border-bottom-left-radius:3px}",
-    ".msg.human{background:#e9f7ef;border:1px solid #9fd8b5;border-bottom-left-radius:3px}",
+    ".msg{max-width:85%;margin:6px 0;padding:8px 11px;border-radius:12px;white-space:pre-wrap;overflow-wrap:anywhere}",
+    ".msg.user{margin-left:auto;background:#2f5bea;color:#fff}",
+    ".msg.assistant{background:#fff;border:1px solid #e1e4ec}",
+    ".msg.human{background:#e9f7ef;border:1px solid #9fd8b5}",
     ".msg.failed{opacity:.6;border:1px dashed #c0392b}",
     ".who{display:block;font-size:11px;font-weight:600;color:#1e7b45;margin-bottom:2px}",
     ".system{text-align:center;color:#5b6275;font-size:12px;margin:8px 0}",
@@ -140,9 +141,7 @@
   }
 
   // ---- session and stream
-  var sessionId = null;
-  var source = null;
-  var starting = null;
+  var sessionId = null, source = null, starting = null;
 
   function chat(path) { return "/api/chat/" + encodeURIComponent(sessionId) + path; }
 
@@ -160,14 +159,12 @@
     sessionId = sid;
     return api("GET", chat("/messages")).then(function (r) {
       if (r.status === 401) { store.del("session"); return false; }
-      if (r.status !== 200) throw new Error("history " + r.status);
+      if (r.status !== 200) throw new Error(r.status);
       (r.data.messages || []).forEach(function (m) {
         addMessage(m.role === "user" || m.role === "human" ? m.role : "assistant", m.content, m.id);
       });
-      var last = r.data.messages && r.data.messages[r.data.messages.length - 1];
-      if (last && last.role === "user" && (last.status === "pending" || last.status === "processing")) {
-        setStatus("The assistant is answering\u2026");
-      }
+      var last = (r.data.messages || []).slice(-1)[0];
+      if (last && /^(pending|processing)$/.test(last.status)) setStatus("The assistant is answering\u2026");
       // Resume from the older of "last seen here" and "end of this history": nothing is missed, and
       // a replayed answer that the history already shows is deduplicated by its message id.
       var seen = store.get("lastEventId"), end = r.data.lastEventId || "0";
@@ -180,7 +177,7 @@
     return api("POST", "/api/chat/sessions", { companyId: cfg.company, agentId: cfg.agent }).then(function (r) {
       if (r.status !== 201) {
         systemLine(r.status === 404 ? "This chat is not available." : "The chat could not start, sorry.", true);
-        throw new Error("session " + r.status);
+        throw new Error(r.status);
       }
       sessionId = r.data.sessionId;
       store.set("session", sessionId);
@@ -213,12 +210,10 @@
     setTimeout(function () {
       api("GET", chat("/messages")).then(function (r) {
         if (r.status === 401) {
-          store.del("session");
-          starting = null;
           systemLine("Your chat session ended; a new one has started.");
-          return createSession().then(function () { starting = Promise.resolve(true); });
+          return (starting = createSession());
         }
-        if (r.status !== 200) throw new Error("history " + r.status);
+        if (r.status !== 200) throw new Error(r.status);
         openStream(store.get("lastEventId") || r.data.lastEventId || "0");
       }).catch(function () { recover(Math.min(delay * 2, 30000)); });
     }, delay);
@@ -230,26 +225,22 @@
       setStatus(d.status === "executing" ? "Using " + d.tool + "\u2026" : d.tool + " " + d.status);
     },
     delta: function (d) {
-      if (!partial) {
-        partial = addMessage("assistant", "");
-        partial.classList.add("streaming");
-      }
+      if (!partial) (partial = addMessage("assistant", "")).classList.add("streaming");
       var body = partial.querySelector(".body");
-      body.textContent = body.textContent + (d.content || "");
+      body.textContent += d.content || "";
       scrollDown();
     },
     complete: function (d) {
-      var meta = d.metadata || {};
-      var human = meta.author === "human";
-      var id = meta.messageId;
+      var meta = d.metadata || {}, id = meta.messageId, text = d.content || "";
       setStatus("");
-      if (human) { addMessage("human", d.content || "", id); return; }
-      if (id && rendered[id]) { dropPartial(); setBody(rendered[id], d.content || ""); return; }
-      // The complete content is authoritative: it replaces whatever the deltas built up.
-      var li = partial || addMessage("assistant", "");
+      if (meta.author === "human") return addMessage("human", text, id);
+      // The complete content is authoritative: it replaces whatever the deltas built up (or missed),
+      // and an answer already shown (a replay after reconnecting) is updated, never repeated.
+      var li = (id && rendered[id]) || partial || addMessage("assistant", "");
+      if (li !== partial) dropPartial();
       partial = null;
       li.classList.remove("streaming");
-      setBody(li, d.content || "");
+      setBody(li, text);
       if (id) { li.setAttribute("data-id", id); rendered[id] = li; }
       scrollDown();
     },
@@ -287,13 +278,13 @@
         // The session expired: start a new conversation and send again.
         store.del("session");
         starting = null;
-        return start().then(function () { return send(text, li); });
+        return send(text, li);
       }
       li.classList.add("failed");
       setStatus("");
       if (r.status === 429) {
         var wait = r.data.retryAfter || Number(r.headers.get("Retry-After")) || 60;
-        systemLine("You're sending messages too fast. Please slow down and try again in " + wait + " s.", true);
+        systemLine("Too many messages: please slow down and try again in " + wait + " s.", true);
       } else if (r.status === 400) {
         systemLine("That message could not be sent: " + (r.data.error || "it is not valid") + ".", true);
       } else {
@@ -318,7 +309,7 @@
   input.addEventListener("keydown", function (ev) {
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
       ev.preventDefault();
-      form.requestSubmit ? form.requestSubmit() : form.dispatchEvent(new Event("submit", { cancelable: true }));
+      sendBtn.click(); // Shift+Enter still makes a new line
     }
   });
 
@@ -326,12 +317,9 @@
   function setOpen(open) {
     panel.hidden = !open;
     bubble.setAttribute("aria-expanded", String(open));
-    if (open) {
-      start();
-      input.focus();
-    } else {
-      bubble.focus();
-    }
+    // Focus follows the panel: into the input on open, back to the bubble on close.
+    if (open) start();
+    (open ? input : bubble).focus();
   }
   bubble.addEventListener("click", function () { setOpen(panel.hidden); });
   closeBtn.addEventListener("click", function () { setOpen(false); });

@@ -230,6 +230,25 @@ class Store(abc.ABC):
         )
         return done is not None
 
+    async def defer_message(self, message_id: str, owner: str, seconds: float) -> bool:
+        """Hand a claimed message back to be claimed again after `seconds`, without counting the
+        attempt: its conversation has an earlier message still being answered, and answers of one
+        conversation must not interleave on its stream."""
+        done = await self.update(
+            Message, message_id, {"lease_owner": None, "lease_until": clock.now() + seconds},
+            inc={"attempts": -1}, expect={"lease_owner": owner, "state": PROCESSING},
+        )
+        return done is not None
+
+    async def earlier_unanswered(self, message: Message) -> bool:
+        """True if the conversation has an older user message that is pending or being answered."""
+        for state in (PENDING, PROCESSING):
+            for other in await self.find(Message, conversation_id=message.conversation_id, role="user",
+                                         state=state, order_by="created_at", limit=20):
+                if other.id != message.id and (other.created_at, other.id) < (message.created_at, message.id):
+                    return True
+        return False
+
     async def incr_counter(self, name: str, by: int = 1) -> int:
         return await self._incr_counter(name, by)
 

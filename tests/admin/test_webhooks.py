@@ -9,6 +9,7 @@ import pytest
 
 from buzzi.models import Webhook
 from tests.admin.helpers import WHATSAPP, call, create_agent, create_company, create_webhook
+from tests.support.fake_telegram import Answer, FakeTelegram
 from tests.support.gateway import RunningGateway, free_port, running_gateway
 
 SECRET = WHATSAPP["secret"]
@@ -104,7 +105,8 @@ async def test_webhook_update_and_delete(gw: RunningGateway, owner: str) -> None
     ({**WHATSAPP, "status": "on"}, "status"),
     ({**WHATSAPP, "url": "https://x"}, "url"),
     ({"channel": "telegram", "credentials": {"botToken": "not a token"}}, "credentials.botToken"),
-    ({"channel": "slack", "secret": "s3cr3t-signing", "credentials": {"botToken": "xoxp-user"}}, "credentials.botToken"),
+    ({"channel": "slack", "secret": "s3cr3t-signing", "credentials": {"botToken": "xoxp-user"}},
+     "credentials.botToken"),
 ])
 async def test_webhook_validation_names_the_field(gw: RunningGateway, owner: str, body: dict, field: str) -> None:
     cid, aid = await company_and_agent(gw, owner)
@@ -122,3 +124,27 @@ async def test_failed_telegram_registration_keeps_nothing(make_settings) -> None
             "channel": "telegram", "credentials": {"botToken": "123456:ABC-DEF_ghi"}}, 502)
         assert "telegram" in answer["error"] and "ABC-DEF_ghi" not in answer["error"]
         assert await gw.store.count(Webhook) == 0
+
+
+async def test_telegram_webhook_is_registered_and_reregistered_on_rotate(make_settings) -> None:
+    async with FakeTelegram() as telegram, \
+            running_gateway(make_settings, channels={"telegram_api_base": telegram.url}) as gw:
+        owner = await gw.login()
+        cid, aid = await company_and_agent(gw, owner)
+        created = await create_webhook(gw, owner, cid, aid, {
+            "channel": "telegram", "credentials": {"botToken": "123456:ABC-DEF_ghi"}})
+        (call_,) = telegram.calls("/setWebhook")
+        assert call_.path == "/bot123456:ABC-DEF_ghi/setWebhook"
+        assert call_.json["url"] == created["url"] and call_.json["secret_token"] == created["secret"]
+        assert created["state"]["registered"] is True
+
+        path = f"/api/admin/companies/{cid}/agents/{aid}/webhooks/{created['id']}/rotate-secret"
+        rotated = await call(gw, "POST", path, owner)
+        assert rotated["secret"] != created["secret"]
+        assert telegram.calls("/setWebhook")[-1].json["secret_token"] == rotated["secret"]
+
+        # Telegram refusing the new secret leaves the registered one in place.
+        telegram.script("/setWebhook", Answer(401, {"ok": False, "error_code": 401, "description": "Unauthorized"}))
+        answer = await call(gw, "POST", path, owner, expect=502)
+        assert "Unauthorized" in answer["error"]
+        assert (await gw.store.get(Webhook, created["id"])).secret == rotated["secret"]

@@ -8,6 +8,7 @@ import pytest
 from playwright.async_api import expect
 
 from buzzi.bootstrap import DEMO_DOCUMENTS
+from buzzi.chat import conversation_stream
 from buzzi.ids import new_id
 from buzzi.models import Agent, Company, Conversation
 from tests.browser.helpers import (
@@ -15,6 +16,7 @@ from tests.browser.helpers import (
     PausingAgentService,
     ask,
     seen,
+    session_key,
     wait_for_session,
     wait_until,
 )
@@ -129,3 +131,33 @@ async def test_too_many_messages_asks_to_slow_down(make_settings, page):
         await expect(page.locator(".system.error")).to_contain_text("slow down")
         await expect(page.locator(".msg.user.failed")).to_have_text(["hello again"])
         await expect(page.get_by_label("Your message")).to_have_value("hello again")
+
+
+async def test_an_interrupted_answer_is_discarded_for_the_fresh_one(demo_gw, page):
+    await page.goto(demo_gw.base_url + "/demo")
+    await wait_for_session(page, *demo_gw.gateway.demo)
+    conversation = (await demo_gw.store.find(Conversation))[0]
+    stream = conversation_stream(conversation.id)
+    publish = demo_gw.gateway.broker.publish
+    # What a node that takes over a dead node's message sends (buzzi/processing.py).
+    await publish(stream, "delta", {"content": "A half-written ans"})
+    await expect(page.locator(".msg.assistant")).to_have_text(["A half-written ans"])
+    await publish(stream, "error", {"code": "interrupted", "message": "again", "retryable": True})
+    await expect(page.locator(".msg.assistant")).to_have_count(0)
+    await publish(stream, "delta", {"content": "The fresh "})
+    await publish(stream, "delta", {"content": "answer."})
+    await publish(stream, "complete", {"content": "The fresh answer.", "metadata": {"messageId": "m_fresh"}})
+    await expect(page.locator(".msg.assistant[data-id='m_fresh']")).to_have_text(["The fresh answer."])
+    await expect(page.locator(".msg.assistant")).to_have_count(1)
+    await expect(page.locator(".system")).to_have_count(0)
+
+
+async def test_a_stale_stored_session_is_replaced_by_a_new_one(demo_gw, page):
+    company_id, agent_id = demo_gw.gateway.demo
+    key = session_key(company_id, agent_id)
+    await page.goto(demo_gw.base_url + "/robots-missing")  # same origin, to seed localStorage
+    await page.evaluate("k => localStorage.setItem(k, 's_' + 'x'.repeat(43))", key)
+    await page.goto(demo_gw.base_url + "/demo")
+    await page.wait_for_function("k => localStorage.getItem(k) !== 's_' + 'x'.repeat(43)", arg=key)
+    await ask(page, "what are your opening hours?")
+    await expect(page.locator(".msg.assistant[data-id]")).to_have_text([OPENING_HOURS])

@@ -167,3 +167,20 @@ async def wait_for_state(gw, conversation_id: str, content: str, state: str) -> 
         return None
 
     return await wait_until(found)
+
+
+async def test_two_quick_messages_are_answered_in_order_without_interleaving(gw, faq_agent):
+    sid = (await new_session(gw, faq_agent))["sessionId"]
+    events = []
+    async with gw.http.get(f"{gw.base_url}/api/chat/{sid}/stream") as resp:
+        for question in ("How do returns work?", "What are your opening hours?"):
+            status, _, _ = await gw.request("POST", f"/api/chat/{sid}/message", json_body={"content": question})
+            assert status == 202
+        events += await asyncio.wait_for(collect_until_terminal(resp), 10)
+    events += await stream_from(gw, sid, events[-1].id)
+    completes = [i for i, e in enumerate(events) if e.event == "complete"]
+    assert len(completes) == 2
+    first = "".join(e.data["content"] for e in events[: completes[0]] if e.event == "delta")
+    second = "".join(e.data["content"] for e in events[completes[0] + 1: completes[1]] if e.event == "delta")
+    assert first == events[completes[0]].data["content"] and "30 days" in first
+    assert second == events[completes[1]].data["content"] and "Monday" in second

@@ -134,3 +134,24 @@ async def test_released_message_is_claimable_at_once(store: Store) -> None:
     assert released.state == PENDING and released.lease_owner is None and released.lease_until is None
     again = await store.claim_next_message("node-b", 60)
     assert again is not None and again.id == msg.id and again.attempts == 2
+
+
+async def test_defer_hands_a_claim_back_for_later_without_counting_it(store: Store) -> None:
+    first = message("first", created_at=1.0)
+    second = message("second", created_at=2.0)
+    await store.add(first)
+    await store.add(second)
+    assert await store.earlier_unanswered(second) is True
+    assert await store.earlier_unanswered(first) is False
+    claimed = await store.claim_next_message("node-a", 30)
+    assert claimed is not None and claimed.id == first.id
+    taken = await store.claim_next_message("node-b", 30)
+    assert taken is not None and taken.id == second.id
+    assert await store.defer_message(second.id, "node-a", 0.0) is False  # not its claim
+    assert await store.defer_message(second.id, "node-b", 0.0) is True
+    deferred = await store.get(Message, second.id)
+    assert deferred.attempts == 0 and deferred.lease_owner is None
+    again = await store.claim_next_message("node-b", 30)  # its short lease is already over
+    assert again is not None and again.id == second.id and again.attempts == 1
+    assert await store.finish_message(first.id, "node-a", DONE)
+    assert await store.earlier_unanswered(again) is False
