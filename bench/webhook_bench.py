@@ -49,12 +49,13 @@ def free_port() -> int:
 
 
 def body(i: int, run: str) -> tuple[bytes, dict[str, str]]:
-    item = {"from": "16505551234", "id": f"wamid.BENCH{run}{i:08d}", "timestamp": str(int(time.time())),
+    sender = f"1650{i:07d}"  # one customer per request, as a busy number sees it
+    item = {"from": sender, "id": f"wamid.BENCH{run}{i:08d}", "timestamp": str(int(time.time())),
             "type": "text", "text": {"body": "Does it come in another color?"}}
     raw = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [
         {"field": "messages", "value": {"messaging_product": "whatsapp",
                                         "metadata": {"display_phone_number": "15550783881", "phone_number_id": NUMBER},
-                                        "contacts": [{"profile": {"name": "Bench"}, "wa_id": "16505551234"}],
+                                        "contacts": [{"profile": {"name": "Bench"}, "wa_id": sender}],
                                         "messages": [item]}}]}]}).encode()
     return raw, {"Content-Type": "application/json", "X-Hub-Signature-256": hub_signature(APP_SECRET, raw)}
 
@@ -155,10 +156,11 @@ def stored_messages(db: Path) -> tuple[int, int]:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=4000, help="measured requests per server")
+    parser.add_argument("--n", type=int, default=2000, help="measured requests per server")
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--log-level", default="warning", help="gateway log level (info logs every request)")
+    parser.add_argument("--log-level", default="info", help="gateway log level (info logs every request)")
+    parser.add_argument("--profile", metavar="FILE", help="run the gateway under cProfile, stats into FILE")
     args = parser.parse_args()
     python = sys.executable
     results: dict[str, dict[str, float]] = {}
@@ -175,7 +177,8 @@ async def main() -> None:
                    "BUZZI_SERVER_DATA_DIR": tmp, "BUZZI_SERVER_LOG_LEVEL": args.log_level,
                    "BUZZI_WHATSAPP_API_BASE": graph, "BUZZI_LIMITS_WEBHOOK_PER_MINUTE": "100000000",
                    "BUZZI_LIMITS_COMPANY_PER_MINUTE": "100000000"}
-            with process([python, "run.py"], env, "listening on"):
+            gateway_cmd = [python, *(["-m", "cProfile", "-o", args.profile] if args.profile else []), "run.py"]
+            with process(gateway_cmd, env, "listening on"):
                 url = f"http://127.0.0.1:{port}{PATH}"
                 await load(url, args.warmup, args.concurrency, "warm")
                 results["gateway"] = await load(url, args.n, args.concurrency, "run")

@@ -61,10 +61,10 @@ class ChatHandler(BaseHandler):
 class SessionsHandler(ChatHandler):
     async def post(self) -> None:
         origin = self.request.headers.get("Origin")
+        self.set_cors(origin)  # also on errors, so a widget on another site can read them
         body = self.json_body()
         await self.gateway.limiter.check(("ip", self.client_ip, self.gateway.settings.limits.ip_per_minute))
         session_id, session = await self.gateway.chat.create_session(body, origin)
-        self.set_cors(origin)
         self.write_json({
             "sessionId": session_id, "conversationId": session.conversation_id,
             "expiresAt": clock.iso(session.expires_at),
@@ -83,8 +83,10 @@ class MessageHandler(ChatHandler):
 class HistoryHandler(ChatHandler):
     async def get(self, session_id: str) -> None:
         session = await self.session(session_id)
-        messages = await self.gateway.chat.history(session)
+        # The event id first: a client resuming from it may see an answer twice (it dedupes by
+        # messageId) but never misses one stored between the two reads.
         last_id = await self.gateway.broker.last_id(session.stream)
+        messages = await self.gateway.chat.history(session)
         self.write_json({"conversationId": session.conversation_id, "lastEventId": last_id,
                          "messages": [render_message(m) for m in messages]})
 

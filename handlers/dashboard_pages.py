@@ -400,10 +400,11 @@ class WebhooksPage(NewWebhookPage, WebhookBase):
         channel = self.field("channel")
         data: dict[str, Any] = {"channel": channel, "credentials": credentials_from_form(self, channel),
                                 "ipAllowlist": lines(self.field("ipAllowlist"))}
-        if self.field("secret"):
-            data["secret"] = self.field("secret")
-        if channel in HAS_VERIFY_TOKEN and self.field("verifyToken"):
-            data["verifyToken"] = self.field("verifyToken")
+        # Each channel's fieldset has its own inputs (secret-<channel>): only the chosen one counts.
+        if self.field(f"secret-{channel}"):
+            data["secret"] = self.field(f"secret-{channel}")
+        if channel in HAS_VERIFY_TOKEN and self.field(f"verifyToken-{channel}"):
+            data["verifyToken"] = self.field(f"verifyToken-{channel}")
         try:
             webhook = await self.admin.webhooks.create(self.principal, cid, aid, data)
         except (Invalid, UpstreamFailed) as exc:

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 SESSION_COOKIE = "buzzi_admin"
 LOGIN_CSRF_COOKIE = "buzzi_login_csrf"
+NONCE_SEP = "~"  # never in a JWT (base64url and dots)
 CSRF_FIELD = "_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
@@ -116,7 +117,10 @@ class DashboardHandler(BaseHandler):
         return self.request.protocol == "https" or self.gateway.settings.server.public_url.startswith("https:")
 
     def set_session(self, token: str, expires_at: float) -> None:
-        self.set_cookie(SESSION_COOKIE, token, path="/admin", httponly=True, samesite="Strict",
+        """The cookie is the admin token plus a random nonce: two logins within the same second get
+        the same JWT, but never the same session (its CSRF token and its logout are its own)."""
+        value = f"{token}{NONCE_SEP}{secrets.token_urlsafe(18)}"
+        self.set_cookie(SESSION_COOKIE, value, path="/admin", httponly=True, samesite="Strict",
                         secure=self.secure_cookies, max_age=max(1, int(expires_at - clock.now())))
 
     def clear_session(self) -> None:
@@ -131,16 +135,17 @@ class DashboardHandler(BaseHandler):
         self.clear_session()
 
     async def _authenticate(self) -> Principal | None:
-        token = self.get_cookie(SESSION_COOKIE) or ""
-        if not token:
+        session = self.get_cookie(SESSION_COOKIE) or ""
+        token, sep, nonce = session.partition(NONCE_SEP)
+        if not token or not sep or not nonce:
             return None
         try:
             principal = await self.admin.auth.authenticate(f"Bearer {token}")
         except Unauthorized:
             return None
-        if await self.gateway.broker.kv_get(_revoked_key(token)) is not None:
+        if await self.gateway.broker.kv_get(_revoked_key(session)) is not None:
             return None
-        self.session = token
+        self.session = session
         return principal
 
     async def prepare(self) -> None:

@@ -18,9 +18,10 @@ from buzzi.chat import conversation_stream
 from buzzi.models import Company, Conversation, Message
 from buzzi.store.base import Store
 
-# Stream events worth re-reading the store for: an answer or a human reply was stored, or the
+# Stream events after which the store has news: an answer or a human reply was stored, or the
 # conversation changed hands. Deltas come too often to cost a query each.
 _SYNC_AFTER = ("complete", "error", "notification")
+_IDLE = ("", *_SYNC_AFTER)  # the event before a new answer starts
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class ConversationFeed:
                 return
             for item in synced:
                 yield item
+            previous = ""
             while not closed.is_set():
                 getter = asyncio.ensure_future(sub.get())
                 done, _ = await asyncio.wait({getter, closing}, timeout=self.poll_seconds,
@@ -82,22 +84,33 @@ class ConversationFeed:
                         await getter
                 if closed.is_set():
                     return
+                # Read the store before showing an agent's first event: it answers a user message
+                # that was stored, not published, and the admin should see the question first.
+                starts = event is not None and event.event not in _SYNC_AFTER and previous in _IDLE
+                if event is None or starts:
+                    # Only the question: an answer stored meanwhile waits for its stream events.
+                    synced = await self._sync(self.recent, only_user=starts)
+                    if synced is None:
+                        return
+                    for item in synced:
+                        yield item
+                    if not synced and event is None:
+                        yield HEARTBEAT
                 if event is not None:
+                    previous = event.event
                     yield LiveItem(event.event, event.data, event.id)
-                    if event.event not in _SYNC_AFTER:
-                        continue
-                synced = await self._sync(self.recent)
-                if synced is None:
-                    return
-                for item in synced:
-                    yield item
-                if not synced and event is None:
-                    yield HEARTBEAT
+                    if event.event in _SYNC_AFTER:
+                        # The answer or the human reply is stored before it is published.
+                        synced = await self._sync(self.recent)
+                        if synced is None:
+                            return
+                        for item in synced:
+                            yield item
         finally:
             closing.cancel()
             sub.close()
 
-    async def _sync(self, count: int) -> list[LiveItem] | None:
+    async def _sync(self, count: int, only_user: bool = False) -> list[LiveItem] | None:
         """What changed in the store since the last look; None once the conversation is gone."""
         conversation = await self.store.get(Conversation, self.conversation_id)
         if conversation is None:
@@ -111,6 +124,8 @@ class ConversationFeed:
         newest = await self.store.find(Message, conversation_id=self.conversation_id, order_by="created_at",
                                        descending=True, limit=count)
         for message in reversed(newest):
+            if only_user and message.role != "user":
+                continue
             data = render_message(message)
             fingerprint = _fingerprint(data)
             if self._seen.get(message.id) != fingerprint:

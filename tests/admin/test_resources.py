@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from buzzi import clock
 from buzzi.models import Agent
 from tests.admin.helpers import FAQ, call, create_agent, create_company
@@ -32,7 +30,7 @@ async def test_company_crud(gw: RunningGateway, owner: str) -> None:
     await call(gw, "DELETE", f"/api/admin/companies/{cid}", owner, expect=404)
 
 
-@pytest.mark.parametrize(("body", "field"), [
+COMPANY_ERRORS = [
     ({"name": "A", "subscription": {"status": "free"}}, "subscription.status"),
     ({"name": "A", "subscription": {"expiresAt": "tomorrow"}}, "subscription.expiresAt"),
     ({"name": "A", "subscription": {"plan": "gold"}}, "subscription.plan"),
@@ -41,11 +39,14 @@ async def test_company_crud(gw: RunningGateway, owner: str) -> None:
     ({"name": "  "}, "name"),
     ({}, "name"),
     ({"name": "A", "colour": "red"}, "colour"),
-])
-async def test_company_validation_names_the_field(gw: RunningGateway, owner: str, body: dict, field: str) -> None:
-    answer = await call(gw, "POST", "/api/admin/companies", owner, body, 400)
-    assert answer["field"] == field
-    assert answer["error"].startswith(f"{field}: ")
+]
+
+
+async def test_company_validation_names_the_field(gw: RunningGateway, owner: str) -> None:
+    for body, field in COMPANY_ERRORS:
+        answer = await call(gw, "POST", "/api/admin/companies", owner, body, 400)
+        assert answer["field"] == field, (body, answer)
+        assert answer["error"].startswith(f"{field}: ")
 
 
 async def test_subscription_status_error_lists_the_choices(gw: RunningGateway, owner: str) -> None:
@@ -83,7 +84,7 @@ async def test_agent_crud(gw: RunningGateway, owner: str) -> None:
     await call(gw, "GET", f"/api/admin/companies/{other}/agents/{aid2}", owner, expect=404)
 
 
-@pytest.mark.parametrize(("body", "field"), [
+AGENT_ERRORS = [
     ({"name": "B", "kind": "magic"}, "kind"),
     ({"name": "B", "kind": "faq", "settings": {"documents": "nope", "fallback": "x"}}, "settings.documents"),
     ({"name": "B", "kind": "faq", "settings": {"documents": [{"title": "t"}], "fallback": "x"}},
@@ -95,12 +96,15 @@ async def test_agent_crud(gw: RunningGateway, owner: str) -> None:
     ({"name": "B", "settings": FAQ, "allowedOrigins": "https://ok.example"}, "allowedOrigins"),
     ({"settings": FAQ}, "name"),
     ({"name": "B", "settings": FAQ, "id": "a_mine"}, "id"),
-])
-async def test_agent_validation_names_the_field(gw: RunningGateway, owner: str, body: dict, field: str) -> None:
-    cid = (await create_company(gw, owner))["id"]
-    answer = await call(gw, "POST", f"/api/admin/companies/{cid}/agents", owner, body, 400)
-    assert answer["field"].startswith(field), answer
-    assert await call(gw, "GET", f"/api/admin/companies/{cid}/agents", owner) == []
+]
+
+
+async def test_agent_validation_names_the_field(gw: RunningGateway, owner: str) -> None:
+    for body, field in AGENT_ERRORS:
+        cid = (await create_company(gw, owner))["id"]
+        answer = await call(gw, "POST", f"/api/admin/companies/{cid}/agents", owner, body, 400)
+        assert answer["field"].startswith(field), (body, answer)
+        assert await call(gw, "GET", f"/api/admin/companies/{cid}/agents", owner) == []
 
 
 async def test_agent_kind_change_is_checked_against_its_settings(gw: RunningGateway, owner: str) -> None:
@@ -134,7 +138,7 @@ async def test_user_crud(gw: RunningGateway, owner: str) -> None:
     await call(gw, "GET", f"/api/admin/users/{user['id']}", owner, expect=404)
 
 
-@pytest.mark.parametrize(("body", "field"), [
+USER_ERRORS = [
     ({"email": "not-an-email", "password": "long-enough"}, "email"),
     ({"email": "a@b.c", "password": "short"}, "password"),
     ({"email": "a@b.c", "password": "long-enough", "role": "root"}, "role"),
@@ -142,10 +146,13 @@ async def test_user_crud(gw: RunningGateway, owner: str) -> None:
     ({"email": "a@b.c", "password": "long-enough", "companyId": "c_nope"}, "companyId"),
     ({"email": "a@b.c", "password": "long-enough", "role": "owner", "companyId": "c_x"}, "companyId"),
     ({"email": "a@b.c", "password": "long-enough", "passwordHash": "x"}, "passwordHash"),
-])
-async def test_user_validation_names_the_field(gw: RunningGateway, owner: str, body: dict, field: str) -> None:
-    answer = await call(gw, "POST", "/api/admin/users", owner, body, 400)
-    assert answer["field"] == field, answer
+]
+
+
+async def test_user_validation_names_the_field(gw: RunningGateway, owner: str) -> None:
+    for body, field in USER_ERRORS:
+        answer = await call(gw, "POST", "/api/admin/users", owner, body, 400)
+        assert answer["field"] == field, (body, answer)
 
 
 async def test_the_last_owner_cannot_be_deleted(gw: RunningGateway, owner: str) -> None:

@@ -22,7 +22,8 @@ from tests.browser.helpers import (
 )
 from tests.support.gateway import running_gateway
 
-pytestmark = pytest.mark.browser
+# The module's loop: the browser is shared by the module (tests/support/browser.py).
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 OPENING_HOURS = next(d["content"] for d in DEMO_DOCUMENTS if d["title"] == "Opening hours")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "widget.png"

@@ -33,9 +33,10 @@ async def test_bad_session_bodies_are_400(gw, faq_agent):
 async def test_allowed_origins_and_cors(gw, faq_agent):
     await gw.store.update(Agent, faq_agent.id, {"allowed_origins": ["https://shop.example"]})
     body = {"companyId": faq_agent.company_id, "agentId": faq_agent.id}
-    status, answer, _ = await gw.request("POST", "/api/chat/sessions", json_body=body,
-                                         headers={"Origin": "https://evil.example"})
+    status, answer, headers = await gw.request("POST", "/api/chat/sessions", json_body=body,
+                                               headers={"Origin": "https://evil.example"})
     assert (status, answer) == (403, {"error": "Origin not allowed"})
+    assert headers["Access-Control-Allow-Origin"] == "https://evil.example"  # readable by the widget
     status, answer, headers = await gw.request("POST", "/api/chat/sessions", json_body=body,
                                                headers={"Origin": "https://shop.example"})
     assert status == 201

@@ -24,7 +24,7 @@ from buzzi.models import Agent, Message
 from buzzi.signing import new_standard_secret, standard_verify
 from buzzi.store.mongo import MongoStore
 from tests.support.cluster import Cluster, Node, create_agent
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, free_port
 from tests.support.sse import SseEvent, read_sse
 from tests.support.waiting import wait_until
 
@@ -96,9 +96,8 @@ async def slow_agent() -> AsyncIterator[SlowAgent]:
     app.router.add_post("/agent", agent.handle)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     agent.url = f"http://127.0.0.1:{port}/agent"
     try:
         yield agent
@@ -134,8 +133,7 @@ class ClusterFactory:
         redis = RedisServer()
         redis.start()
         self.redis.append(redis)
-        cluster = Cluster.fresh(self.tmp_path / f"cluster{len(self.clusters)}", self.mongo_url, redis.url, **env)
-        cluster.redis = redis  # type: ignore[attr-defined]
+        cluster = Cluster.fresh(self.tmp_path / f"cluster{len(self.clusters)}", self.mongo_url, redis, **env)
         self.clusters.append(cluster)
         return cluster
 

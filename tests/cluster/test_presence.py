@@ -30,7 +30,7 @@ async def test_sessions_of_all_nodes_are_listed_and_a_killed_node_drops_out(make
     cluster = make_cluster()
     await cluster.start_async("node-a", "node-c")
     a, c = cluster["node-a"], cluster["node-c"]
-    async with opened(cluster) as store, observer(cluster.redis.url) as broker:
+    async with opened(cluster) as store, observer(cluster.broker_url) as broker:
         agent = await faq_agent(store)
         sid_a, sid_c = await new_session(http, a, agent), await new_session(http, c, agent)
         conversations = {cv.session_hash: cv.id for cv in await store.find(Conversation, agent_id=agent.id)}

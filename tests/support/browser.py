@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, Dialog, Page, async_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -35,15 +35,18 @@ class PageWatch:
     page_errors: list[str] = field(default_factory=list)
 
 
-@pytest.fixture(name="browser")
+# Launching Chromium takes seconds, so one browser serves a whole test module. Playwright's
+# connection is bound to the loop that started it, so a module using these fixtures runs its tests
+# and its other async fixtures in the module's loop:
+#   pytestmark = pytest.mark.asyncio(loop_scope="module")
+#   @pytest_asyncio.fixture(loop_scope="module") for fixtures such as a running gateway.
+@pytest_asyncio.fixture(name="browser", scope="module", loop_scope="module")
 async def browser_fixture() -> AsyncIterator[Browser]:
-    # Function scoped: pytest-asyncio gives each test its own loop, and Playwright's connection
-    # is bound to the loop that started it.
     async with launch_browser() as launched:
         yield launched
 
 
-@pytest.fixture(name="page")
+@pytest_asyncio.fixture(name="page", loop_scope="module")
 async def page_fixture(browser: Browser) -> AsyncIterator[Page]:
     """A fresh context (empty localStorage) and page; `page.watch` records dialogs and JS errors."""
     context = await browser.new_context(viewport={"width": 1100, "height": 760})

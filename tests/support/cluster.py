@@ -27,7 +27,7 @@ from buzzi.ids import new_id
 from buzzi.models import Agent, Company
 from buzzi.store.mongo import MongoStore
 from tests.support.mongo_server import with_database
-from tests.support.redis_server import free_port
+from tests.support.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 20.0
@@ -134,12 +134,15 @@ class Cluster:
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     env: dict[str, str] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
+    redis: RedisServer | None = None  # when the cluster owns its Redis (tests that restart it)
 
     @classmethod
-    def fresh(cls, tmp_dir: Path, mongo_url: str, broker_url: str, **env: str) -> Cluster:
-        """A cluster on a new database of the given MongoDB server."""
+    def fresh(cls, tmp_dir: Path, mongo_url: str, broker: str | RedisServer, **env: str) -> Cluster:
+        """A cluster on a new database of the given MongoDB server, and a Redis URL or server."""
         database = f"buzzi_cluster_{secrets.token_hex(4)}"
-        return cls(tmp_dir, with_database(mongo_url, database), broker_url, env=dict(env))
+        redis = broker if isinstance(broker, RedisServer) else None
+        url = broker.url if isinstance(broker, RedisServer) else broker
+        return cls(tmp_dir, with_database(mongo_url, database), url, env=dict(env), redis=redis)
 
     def node_env(self, name: str, port: int, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BUZZI_")}

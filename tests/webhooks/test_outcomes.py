@@ -218,3 +218,17 @@ async def test_store_unavailable_then_the_retry_is_accepted(lab: ChannelLab) -> 
     (reply,) = await lab.replies("whatsapp")
     (sent,) = lab.sends("whatsapp")
     assert sent["text"]["body"] == reply.content
+
+
+# ---- the delivery log keeps its retention
+
+@pytest.mark.parametrize(("retention", "most"), [(3, 3), (40, 41)])
+async def test_delivery_log_is_trimmed_to_its_retention(make_settings, retention: int, most: int) -> None:
+    """Trimmed every retention/20 events: never more than 5% over (and exact for small logs)."""
+    async with channel_lab(make_settings, webhooks={"event_retention": retention}) as lab:
+        for _ in range(retention + 5):
+            await lab.post("custom", lab.message("custom"))
+        events = await lab.events("custom")
+        assert retention <= len(events) <= most
+        newest = max(m.created_at for m in await lab.messages("custom", role="user"))
+        assert max(e.received_at for e in events) >= newest - 1  # the newest are the ones kept
