@@ -428,6 +428,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured publishing time per server")
     parser.add_argument("--sessions", type=int, default=100, help="concurrent chat sessions in the first-delta phase")
     parser.add_argument("--rounds", type=int, default=5, help="messages per session in the first-delta phase")
+    parser.add_argument("--phases", default="rss,throughput,first-delta", help="comma-separated subset to run")
     parser.add_argument("--log-level", default="warning", help="gateway log level (info logs every request)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -437,21 +438,26 @@ async def main() -> None:
     if max(levels) + 100 > hard:
         sys.exit(f"RLIMIT_NOFILE hard limit {hard} is too low for {max(levels)} streams")
 
+    phases = set(args.phases.split(","))
+    nan = {level: float("nan") for level in levels}
+    mem: dict[str, dict[int, float]] = {"gateway": nan, "bare": nan}
+    tput: dict[str, dict[str, float]] = {s: dict.fromkeys(("eps", "cpu_us", "p50", "p99", "lost"), float("nan"))
+                                         for s in ("gateway", "bare")}
+    fd = dict.fromkeys(("p50", "p99", "n", "errors", "accepted_p50", "accepted_p99"), float("nan"))
     with tempfile.TemporaryDirectory(prefix="buzzi-chat-bench-") as name:
         tmp = Path(name)
-        mem, tput = {}, {}
-        for srv in ("gateway", "bare"):
+        for srv in ("gateway", "bare") if "rss" in phases else ():
             print(f"RSS phase: {srv}", flush=True)
             mem[srv] = await memory_phase(srv, tmp, levels, args)
-        for srv in ("gateway", "bare"):
+        for srv in ("gateway", "bare") if "throughput" in phases else ():
             print(f"throughput phase: {srv}", flush=True)
             tput[srv] = await throughput_phase(srv, tmp, args)
             print(f"  {tput[srv]}", flush=True)
-        print("first-delta phase: gateway", flush=True)
-        fd = await first_delta_phase(tmp, args)
-        print(f"  {fd}", flush=True)
+        if "first-delta" in phases:
+            print("first-delta phase: gateway", flush=True)
+            fd = await first_delta_phase(tmp, args)
+            print(f"  {fd}", flush=True)
     report(args, mem, tput, fd)
-
 
 if __name__ == "__main__":
     asyncio.run(main())

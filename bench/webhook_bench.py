@@ -92,15 +92,29 @@ async def load(url: str, n: int, concurrency: int, run: str) -> dict[str, float]
             "p99": pct(0.99), "elapsed": elapsed}
 
 
+class Sends:
+    """Reply sends seen by the fake Graph API; `all_in` is set once `expected` arrived."""
+
+    def __init__(self, expected: int) -> None:
+        self.count = 0
+        self.expected = expected
+        self.all_in = asyncio.Event()
+
+    def seen(self) -> None:
+        self.count += 1
+        if self.count >= self.expected:
+            self.all_in.set()
+
+
 @contextlib.asynccontextmanager
-async def fake_graph() -> AsyncIterator[tuple[str, list[int]]]:
+async def fake_graph(expected: int) -> AsyncIterator[tuple[str, Sends]]:
     """The Graph API the agent's replies go to: answers every send and typing call with 200."""
-    sends = [0]
+    sends = Sends(expected)
 
     async def messages(request: web.Request) -> web.Response:
         payload = await request.json()
         if payload.get("type") == "text":
-            sends[0] += 1
+            sends.seen()
         return web.json_response({"messaging_product": "whatsapp", "messages": [{"id": "wamid.OUT"}]})
 
     app = web.Application()
@@ -160,6 +174,7 @@ async def main() -> None:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--log-level", default="info", help="gateway log level (info logs every request)")
+    parser.add_argument("--inbox-concurrency", type=int, help="answers in flight on the gateway (default: config)")
     parser.add_argument("--profile", metavar="FILE", help="run the gateway under cProfile, stats into FILE")
     args = parser.parse_args()
     python = sys.executable
@@ -169,7 +184,8 @@ async def main() -> None:
         db = Path(tmp) / "bench.sqlite3"
         secret_key = secrets.token_urlsafe(32)
         await seed(db, secret_key)
-        async with fake_graph() as (graph, sends):
+        total = args.warmup + args.n
+        async with fake_graph(total) as (graph, sends):
             port = free_port()
             env = {**os.environ, "BUZZI_PORT": str(port), "BUZZI_STORE_URL": f"sqlite:///{db}",
                    "BUZZI_BROKER_URL": "memory://", "BUZZI_SECRET_KEY": secret_key,
@@ -177,15 +193,16 @@ async def main() -> None:
                    "BUZZI_SERVER_DATA_DIR": tmp, "BUZZI_SERVER_LOG_LEVEL": args.log_level,
                    "BUZZI_WHATSAPP_API_BASE": graph, "BUZZI_LIMITS_WEBHOOK_PER_MINUTE": "100000000",
                    "BUZZI_LIMITS_COMPANY_PER_MINUTE": "100000000"}
+            if args.inbox_concurrency:
+                env["BUZZI_INBOX_CONCURRENCY"] = str(args.inbox_concurrency)
             gateway_cmd = [python, *(["-m", "cProfile", "-o", args.profile] if args.profile else []), "run.py"]
             with process(gateway_cmd, env, "listening on"):
                 url = f"http://127.0.0.1:{port}{PATH}"
                 await load(url, args.warmup, args.concurrency, "warm")
                 results["gateway"] = await load(url, args.n, args.concurrency, "run")
                 started = time.perf_counter()
-                total = args.warmup + args.n
-                while stored_messages(db)[1] < total and time.perf_counter() - started < 120:
-                    await asyncio.sleep(0.2)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sends.all_in.wait(), timeout=180)
                 drained = time.perf_counter() - started
                 users, replied = stored_messages(db)
 
@@ -204,7 +221,7 @@ async def main() -> None:
     ratio = results["gateway"]["rps"] / results["bare"]["rps"]
     print(f"\ngateway / bare: {ratio:.2f}x (target >= 0.5x, p99 < 50 ms)")
     print(f"gateway stored {users} messages for {total} acknowledged requests; "
-          f"{replied} replies delivered to the fake Graph API ({sends[0]} sends seen), "
+          f"{replied} replies delivered to the fake Graph API ({sends.count} sends seen), "
           f"all answered {drained:.1f} s after the last acknowledgement")
 
 

@@ -53,7 +53,11 @@ class Company(Document):
 
 @dataclass
 class Agent(Document):
+    """settings keys named in SECRET_SETTINGS (LLM API keys, signing secrets) are sealed at rest by
+    the Store and redacted by the admin API."""
+
     collection: ClassVar[str] = "agents"
+    SECRET_SETTINGS: ClassVar[tuple[str, ...]] = ("apiKey", "secret")
     id: str
     company_id: str
     name: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,20 @@ log = logging.getLogger("buzzi.streams")
 HEARTBEAT = None  # what `events()` yields when a heartbeat comment is due
 
 
+class _Closed(asyncio.Event):
+    """`LiveStream.closed`: setting it also ends the stream's subscription, so the reader waits on
+    one thing (the subscription) instead of racing two tasks with asyncio.wait for every event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_set: Callable[[], None] | None = None
+
+    def set(self) -> None:
+        super().set()
+        if self.on_set is not None:
+            self.on_set()
+
+
 @dataclass(eq=False)  # identity semantics: each connection is its own stream
 class LiveStream:
     stream: str
@@ -34,7 +48,10 @@ class LiveStream:
     connected_at: float = field(default_factory=clock.now)
     last_event_id: str | None = None
     events_sent: int = 0
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: asyncio.Event = field(default_factory=_Closed)
+    # Events ready to go right after the one just yielded: the writer flushes only when this is 0,
+    # so a burst already queued goes out in one write (no added latency: nothing is waited for).
+    queued: int = 0
 
     def info(self, node_id: str) -> dict[str, Any]:
         return {
@@ -55,6 +72,8 @@ class StreamHub:
         self._presence_task: asyncio.Task[None] | None = None
         self.draining = False
         self.started_at = clock.now()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def start(self) -> None:
         self._presence_task = asyncio.create_task(self._publish_presence(), name="presence")
@@ -62,6 +81,7 @@ class StreamHub:
     def open(self, stream: str, conversation_id: str, company_id: str, agent_id: str) -> LiveStream:
         live = LiveStream(stream, conversation_id, company_id, agent_id)
         self.live.add(live)
+        self._idle.clear()
         self.metrics.sse_streams.set(len(self.live))
         self._dirty.set()
         return live
@@ -69,6 +89,8 @@ class StreamHub:
     def close(self, live: LiveStream) -> None:
         live.closed.set()
         self.live.discard(live)
+        if not self.live:
+            self._idle.set()
         self.metrics.sse_streams.set(len(self.live))
         self._dirty.set()
 
@@ -78,7 +100,11 @@ class StreamHub:
         Yields HEARTBEAT (None) when nothing happened for heartbeat_seconds."""
         chat = self.settings.chat
         sub = self.broker.subscribe(live.stream, maxsize=chat.stream_buffer_events)
+        if isinstance(live.closed, _Closed):
+            live.closed.on_set = sub.close
         try:
+            if live.closed.is_set():
+                return
             if last_event_id is None:
                 # A fresh client starts at the present: history comes from GET .../messages.
                 last_seq = int(await self.broker.last_id(live.stream) or 0)
@@ -86,49 +112,47 @@ class StreamHub:
                 last_seq = _seq(last_event_id)
                 if last_seq and await self._log_reset(live.stream, last_seq):
                     last_seq = 0  # the ids started again: everything in the new log is new to this client
-                for event in await self.broker.replay(live.stream, str(last_seq)):
+                replay = await self.broker.replay(live.stream, str(last_seq))
+                for i, event in enumerate(replay):
                     last_seq = event.seq
+                    live.queued = len(replay) - i - 1 + sub.pending()
                     yield event
                     if event.event in TERMINAL:
                         return
-            closed = asyncio.ensure_future(live.closed.wait())
-            try:
-                while not live.closed.is_set():
-                    getter = asyncio.ensure_future(sub.get())
-                    done, _ = await asyncio.wait(
-                        {getter, closed}, timeout=chat.heartbeat_seconds, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if getter not in done:
-                        getter.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, SubscriptionClosed):
-                            await getter
-                        if not done:
-                            yield HEARTBEAT
-                        continue
-                    try:
-                        event = getter.result()
-                    except SubscriptionClosed:
+            while not live.closed.is_set():
+                try:
+                    async with asyncio.timeout(chat.heartbeat_seconds):
+                        event = await sub.get()
+                except TimeoutError:
+                    live.queued = 0
+                    yield HEARTBEAT
+                    continue
+                except SubscriptionClosed:
+                    if not live.closed.is_set():
                         log.info("stream %s cut off (slow client or broker closed)", live.conversation_id)
-                        return
-                    if event.seq <= last_seq:
-                        if not await self._log_reset(live.stream, last_seq):
-                            continue  # already sent: the replay and the live feed overlap
-                        log.warning("stream %s: the broker lost its log (ids restarted); replaying the new one",
-                                    live.conversation_id)
-                        last_seq = 0
-                        for event in await self.broker.replay(live.stream, "0"):  # holds this event too
-                            last_seq = event.seq
-                            yield event
-                            if event.event in TERMINAL:
-                                return
-                        continue
-                    last_seq = event.seq
-                    yield event
-                    if event.event in TERMINAL:
-                        return
-            finally:
-                closed.cancel()
+                    return
+                if event.seq <= last_seq:
+                    if not await self._log_reset(live.stream, last_seq):
+                        continue  # already sent: the replay and the live feed overlap
+                    log.warning("stream %s: the broker lost its log (ids restarted); replaying the new one",
+                                live.conversation_id)
+                    last_seq = 0
+                    replay = await self.broker.replay(live.stream, "0")  # holds this event too
+                    for i, event in enumerate(replay):
+                        last_seq = event.seq
+                        live.queued = len(replay) - i - 1 + sub.pending()
+                        yield event
+                        if event.event in TERMINAL:
+                            return
+                    continue
+                last_seq = event.seq
+                live.queued = sub.pending()
+                yield event
+                if event.event in TERMINAL:
+                    return
         finally:
+            if isinstance(live.closed, _Closed):
+                live.closed.on_set = None
             sub.close()
 
     async def _log_reset(self, stream: str, last_seq: int) -> bool:
@@ -138,10 +162,11 @@ class StreamHub:
         newest = await self.broker.last_id(stream)
         return newest is None or int(newest) < last_seq
 
-    def sent(self, live: LiveStream, event: StreamEvent) -> None:
+    def sent(self, live: LiveStream, event: StreamEvent, count: int = 1) -> None:
+        """`count` events up to and including `event` reached the client."""
         live.last_event_id = event.id
-        live.events_sent += 1
-        self.metrics.sse_events.inc()
+        live.events_sent += count
+        self.metrics.sse_events.inc(count)
 
     async def drain(self, timeout: float = 5.0) -> None:
         """End every open stream now and wait until their handlers have finished the responses
@@ -149,9 +174,8 @@ class StreamHub:
         self.draining = True
         for live in list(self.live):
             live.closed.set()
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self.live and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def stop(self) -> None:
         await self.drain()

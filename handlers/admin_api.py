@@ -132,7 +132,8 @@ class AgentsHandler(AdminHandler):
         self.write_json([render_agent(a) for a in await self.admin.agents.list(self.principal, cid)])
 
     async def post(self, cid: str) -> None:
-        self.write_json(render_agent(await self.admin.agents.create(self.principal, cid, self.json_body())), 201)
+        agent = await self.admin.agents.create(self.principal, cid, self.json_body())
+        self.write_json(render_agent(agent, reveal=True), 201)
 
 
 class AgentHandler(AdminHandler):

@@ -19,6 +19,8 @@ log = logging.getLogger("buzzi.handlers.chat")
 
 # A client that cannot take a write within this long is cut off; it resumes by Last-Event-ID.
 WRITE_TIMEOUT_SECONDS = 10.0
+# Most events coalesced into one socket write when a client's stream has a backlog.
+MAX_EVENTS_PER_WRITE = 32
 
 
 class ChatHandler(BaseHandler):
@@ -109,15 +111,21 @@ class StreamHandler(ChatHandler):
         try:
             self.write(f"retry: {self.gateway.settings.chat.retry_ms}\n\n")
             await self._flush()
+            unflushed = 0
             async for event in hub.events(live, last_event_id):
                 if event is HEARTBEAT:
                     self.write(": heartbeat\n\n")
                 else:
                     data = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
                     self.write(f"id: {event.id}\nevent: {event.event}\ndata: {data}\n\n")
+                    unflushed += 1
+                    # A burst already queued goes out in one write; nothing waits for more to come.
+                    if live.queued and unflushed < MAX_EVENTS_PER_WRITE:
+                        continue
                 await self._flush()
-                if event is not HEARTBEAT:
-                    hub.sent(live, event)
+                if unflushed:
+                    hub.sent(live, event, unflushed)
+                    unflushed = 0
         except (tornado.iostream.StreamClosedError, TimeoutError):
             pass  # the client went away or could not keep up; it resumes by Last-Event-ID
         finally:

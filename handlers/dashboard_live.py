@@ -20,9 +20,9 @@ import tornado.iostream
 from buzzi import clock
 from buzzi.admin.conversations import OWNERS, STATUSES
 from buzzi.admin.errors import AdminError
-from buzzi.admin.live import ConversationFeed, LiveItem, SessionsFeed
+from buzzi.admin.live import ConversationFeed, LiveItem, SessionsFeed, company_names
 from buzzi.admin.render import render_conversation, render_message
-from buzzi.models import CHANNELS, WEB_CHANNEL, Company
+from buzzi.models import CHANNELS, WEB_CHANNEL
 from handlers.dashboard_shell import DashboardHandler
 
 if TYPE_CHECKING:
@@ -96,12 +96,9 @@ class ConversationsData(DashboardHandler):
 async def conversation_rows(handler: DashboardHandler, filters: dict[str, str]) -> list[dict[str, Any]]:
     query: dict[str, str | None] = {k: (v or None) for k, v in filters.items()}
     found = await handler.admin.conversations.list(handler.principal, {**query, "limit": "100"})
-    names: dict[str, str] = {}
+    names = await company_names(handler.gateway.store, (c.company_id for c in found))
     rows = []
     for conversation in found:
-        if conversation.company_id not in names:
-            company = await handler.gateway.store.get(Company, conversation.company_id)
-            names[conversation.company_id] = company.name if company else conversation.company_id
         row = render_conversation(conversation)
         row["companyName"] = names[conversation.company_id]
         row["customerLabel"] = customer_label(row)
@@ -116,12 +113,12 @@ class ConversationPage(DashboardHandler):
         conversation = render_conversation(await self.admin.conversations.get(self.principal, conv_id))
         messages = [render_message(m) for m in
                     await self.admin.conversations.messages(self.principal, conv_id, {"limit": "200"})]
-        company = await self.gateway.store.get(Company, conversation["companyId"])
+        names = await company_names(self.gateway.store, [conversation["companyId"]])
         for message in messages:
             message["author"] = message_author(message, conversation)
         self.render_page(
             "conversation.html", title=f"Conversation {conv_id}", conversation=conversation, messages=messages,
-            company_name=company.name if company else conversation["companyId"],
+            company_name=names[conversation["companyId"]],
             customer=customer_label(conversation), when=when,
         )
 

@@ -88,9 +88,13 @@ def company_view(company: Company) -> dict[str, Any]:
             "expiresDate": (clock.iso(company.subscription_expires_at) or "")[:10]}
 
 
-def when(ts: float | None) -> str:
-    text = clock.iso(ts) or ""
-    return text.replace("T", " ")[:19] + (" UTC" if text else "")
+def short_time(iso: str | None) -> str:
+    """"2026-11-27 00:02:09 UTC" from the views' ISO-8601 times."""
+    return f"{iso.replace('T', ' ')[:19]} UTC" if iso else ""
+
+
+CHANNEL_NAMES = {"whatsapp": "WhatsApp", "messenger": "Messenger", "instagram": "Instagram",
+                 "telegram": "Telegram", "slack": "Slack", "teams": "Teams", "custom": "Custom"}
 
 
 # --- base for these pages -----------------------------------------------------------------------------
@@ -105,7 +109,8 @@ class Page(DashboardHandler):
 
     def render_page(self, name: str, status: int = 200, **context: Any) -> None:
         context.setdefault("errors", {})
-        context.setdefault("when", when)
+        context.setdefault("short_time", short_time)
+        context.setdefault("channel_names", CHANNEL_NAMES)
         super().render_page(name, status, **context)
 
     def form_error(self, template: str, exc: Invalid | UpstreamFailed, **context: Any) -> None:
@@ -343,7 +348,8 @@ class WebhookBase(Page):
         return company, agent, webhook
 
     def show(self, company: Company, agent: Agent, webhook: Webhook, status: int = 200, **extra: Any) -> None:
-        self.render_page("webhooks_detail.html", status=status, title=f"{webhook.channel} webhook",
+        name = CHANNEL_NAMES.get(webhook.channel, webhook.channel)
+        self.render_page("webhooks_detail.html", status=status, title=f"{name} webhook",
                          company=company_view(company), agent=render_agent(agent),
                          webhook=render_webhook(webhook, self.public_url),
                          fields=CREDENTIAL_FIELDS.get(webhook.channel, []),

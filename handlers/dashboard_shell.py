@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import urllib.parse
 import weakref
@@ -43,14 +44,18 @@ from buzzi import clock
 from buzzi.admin import AdminError, AdminServices
 from buzzi.admin.errors import Throttled, Unauthorized
 from buzzi.auth import Principal
+from buzzi.broker.base import BrokerUnavailable
 from buzzi.crypto import derive_key, sha256_hex
 from buzzi.runtime import resolve_secret_key
+from buzzi.store.base import StoreUnavailable
 from handlers.admin_api import services
 from handlers.base import BaseHandler
 from handlers.templating import render
 
 if TYPE_CHECKING:
     from buzzi.runtime import Gateway
+
+log = logging.getLogger("buzzi.dashboard")
 
 SESSION_COOKIE = "buzzi_admin"
 LOGIN_CSRF_COOKIE = "buzzi_login_csrf"
@@ -234,6 +239,10 @@ class DashboardHandler(BaseHandler):
             if isinstance(e, Throttled):
                 message = f"Too many attempts: try again in {e.extra.get('retryAfter', 60)} s."
             self.error_page(e.status, message)
+            return
+        if isinstance(e, StoreUnavailable | BrokerUnavailable) and not self._finished:
+            log.warning("dashboard: dependency unavailable: %s", e.__class__.__name__)
+            self.error_page(503, "The gateway's storage is unavailable right now. Please try again shortly.")
             return
         super()._handle_request_exception(e)
 

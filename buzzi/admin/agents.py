@@ -7,6 +7,7 @@ from typing import Any
 from buzzi.admin import scope
 from buzzi.admin import validation as v
 from buzzi.admin.errors import Invalid
+from buzzi.admin.render import ELLIPSIS
 from buzzi.agents.base import SettingsError
 from buzzi.agents.registry import AgentRegistry
 from buzzi.auth import Principal
@@ -58,7 +59,8 @@ class AgentService:
             # A new kind is checked against the settings it will run with (given or current).
             kind = v.choice(data.get("kind", agent.kind), "kind", AGENT_KINDS)
             changes["kind"] = kind
-            changes["settings"] = self._settings(kind, data.get("settings", agent.settings))
+            given = data.get("settings", agent.settings)
+            changes["settings"] = self._settings(kind, keep_unchanged_secrets(given, agent.settings))
         if not changes:
             return agent
         updated = await self.store.update(Agent, agent.id, changes)
@@ -79,3 +81,16 @@ class AgentService:
             field = exc.field if exc.field.startswith(("settings", "kind")) else f"settings.{exc.field}"
             message = str(exc).removeprefix(f"{exc.field}: ")
             raise Invalid(field, message) from None
+
+
+def keep_unchanged_secrets(given: Any, current: dict[str, Any]) -> Any:
+    """A client that read redacted settings and sends them back (e.g. "sk-…abcd") keeps the stored
+    secret; any other value replaces it."""
+    if not isinstance(given, dict):
+        return given
+    merged = dict(given)
+    for key in Agent.SECRET_SETTINGS:
+        value = merged.get(key)
+        if isinstance(value, str) and ELLIPSIS in value and key in current:
+            merged[key] = current[key]
+    return merged

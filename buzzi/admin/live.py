@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,6 +189,15 @@ class SessionsFeed:
             company = await self.store.get(Company, company_id)
             self._names[company_id] = company.name if company else None
         return self._names[company_id]
+
+
+async def company_names(store: Store, company_ids: Iterable[str]) -> dict[str, str]:
+    """Display names of companies the caller may already see (an unknown id shows as itself)."""
+    names: dict[str, str] = {}
+    for company_id in dict.fromkeys(company_ids):
+        company = await store.get(Company, company_id)
+        names[company_id] = company.name if company else company_id
+    return names
 
 
 def _fingerprint(data: Any) -> str:

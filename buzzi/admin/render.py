@@ -49,10 +49,12 @@ def render_company(company: Company) -> dict[str, Any]:
     }
 
 
-def render_agent(agent: Agent) -> dict[str, Any]:
+def render_agent(agent: Agent, *, reveal: bool = False) -> dict[str, Any]:
+    """Secret settings (apiKey, secret) are shown in full only in the create answer."""
+    settings = {k: (v if reveal or k not in Agent.SECRET_SETTINGS else redact(v)) for k, v in agent.settings.items()}
     return {
         "id": agent.id, "companyId": agent.company_id, "name": agent.name, "status": agent.status,
-        "kind": agent.kind, "settings": agent.settings, "allowedOrigins": agent.allowed_origins, **_times(agent),
+        "kind": agent.kind, "settings": settings, "allowedOrigins": agent.allowed_origins, **_times(agent),
     }
 
 

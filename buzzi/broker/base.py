@@ -57,6 +57,10 @@ class Subscription(abc.ABC):
     def close(self) -> None:
         """Stop delivery and free everything; idempotent."""
 
+    def pending(self) -> int:
+        """Events already queued for `get` (a hint for batching writes; 0 when unknown)."""
+        return 0
+
 
 class SubscriptionClosed(Exception):
     pass

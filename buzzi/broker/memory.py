@@ -54,6 +54,9 @@ class LocalSubscription(Subscription):
             raise SubscriptionClosed(self.stream)
         return item
 
+    def pending(self) -> int:
+        return 0 if self.closed else self._queue.qsize()
+
     def close(self) -> None:
         if self.closed:
             return

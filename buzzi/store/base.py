@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from buzzi import clock
 from buzzi.crypto import SecretBox
-from buzzi.models import PENDING, PROCESSING, Conversation, Document, Message, Webhook, WebhookEvent
+from buzzi.models import PENDING, PROCESSING, Agent, Conversation, Document, Message, Webhook, WebhookEvent
 
 T = TypeVar("T", bound=Document)
 
@@ -159,6 +159,8 @@ class Store(abc.ABC):
         set_ = dict(changes or {})
         if cls is Webhook:
             set_ = {k: (self._box.seal(v) if k in Webhook.SEALED else v) for k, v in set_.items()}
+        if cls is Agent and isinstance(set_.get("settings"), dict):
+            set_["settings"] = self._seal_settings(set_["settings"])
         set_["updated_at"] = clock.now()
         doc = await self._update(cls.collection, id, set_, dict(inc or {}), dict(expect or {}))
         return None if doc is None else self._unseal(cls, doc)
@@ -266,9 +268,22 @@ class Store(abc.ABC):
         if isinstance(obj, Webhook):
             for key in Webhook.SEALED:
                 doc[key] = self._box.seal(doc[key])
+        if isinstance(obj, Agent):
+            doc["settings"] = self._seal_settings(doc["settings"])
         return doc
 
+    def _seal_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        return {k: (self._box.seal(v) if k in Agent.SECRET_SETTINGS and v is not None else v)
+                for k, v in settings.items()}
+
     def _unseal(self, cls: type[T], doc: dict[str, Any]) -> T:
+        if cls is Agent and isinstance(doc.get("settings"), dict):
+            doc = dict(doc)
+            doc["settings"] = {
+                k: (self._box.open(v) if k in Agent.SECRET_SETTINGS and isinstance(v, str)
+                    and v.startswith(SecretBox.PREFIX) else v)
+                for k, v in doc["settings"].items()
+            }
         if cls is Webhook:
             doc = dict(doc)
             for key in Webhook.SEALED:

@@ -55,7 +55,8 @@ class DashboardClient:
             form = {**(data or {}), **({"_csrf": self.csrf} if csrf else {})}
         return await self.request("POST", path, data=form, **kw)
 
-    async def login(self, email: str = OWNER_EMAIL, password: str = OWNER_PASSWORD, *, expect: int | None = 200) -> Page:
+    async def login(self, email: str = OWNER_EMAIL, password: str = OWNER_PASSWORD, *,
+                    expect: int | None = 200) -> Page:
         await self.get("/admin/login")
         page = await self.post("/admin/login", {"email": email, "password": password})
         assert expect is None or page.status == expect, (page.status, page.text[:500])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from buzzi.models import Webhook, WebhookEvent
-from tests.dashboard.client import DashboardClient, Page
+from tests.dashboard.client import DashboardClient, Page, new_http
 from tests.dashboard.forms import (
     ACCESS_TOKEN,
     META_SECRET,
@@ -16,7 +16,8 @@ from tests.dashboard.forms import (
     field_error,
     webhook_path,
 )
-from tests.support.gateway import RunningGateway
+from tests.support.fake_telegram import Answer, FakeTelegram
+from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.waiting import wait_until
 
 SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -210,3 +211,35 @@ async def test_delete_webhook(owner: DashboardClient, gw) -> None:
     assert "Deleted." in page.text and "No webhooks yet" in page.text
     assert await gw.store.get(Webhook, wid) is None
     assert (await owner.get(webhook_path(cid, aid, wid))).status == 404
+
+
+async def test_meta_and_telegram_test_events_are_signed_correctly(make_settings) -> None:
+    async with FakeTelegram() as telegram, \
+            running_gateway(make_settings, channels={"telegram_api_base": telegram.url}) as gw, \
+            new_http() as http:
+        owner = DashboardClient(gw, http)
+        await owner.login()
+        cid, aid = await setup_agent(owner)
+        forms = {
+            "messenger": {"secret-messenger": META_SECRET, "cred-messenger-pageId": "1234567890",
+                          "cred-messenger-pageAccessToken": "EAAG-page-token-1234"},
+            "instagram": {"secret-instagram": META_SECRET, "cred-instagram-igUserId": "1784140000",
+                          "cred-instagram-accessToken": "IGQ-access-token-5678"},
+            "telegram": {"cred-telegram-botToken": "123456:ABC-DEF_ghi"},
+        }
+        for channel, form in forms.items():
+            page = await owner.post(f"/admin/companies/{cid}/agents/{aid}/webhooks", {"channel": channel, **form})
+            assert page.status == 201, (channel, page.text[:2000])
+            wid = re.search(r'<span class="mono">(wh_[A-Za-z0-9_\-]+)</span>', page.text).group(1)
+            assert answered_status(await owner.post(webhook_path(cid, aid, wid) + "/test")) == 200, channel
+            (event,) = await events_of(gw, wid)
+            assert event.status_code == 200, channel
+        secret = telegram.calls("/setWebhook")[-1].json["secret_token"]
+        assert secret not in (await owner.get(webhook_path(cid, aid, wid))).text
+
+        # Telegram refusing the registration: the form says why, and nothing is kept.
+        telegram.script("/setWebhook", Answer(401, {"ok": False, "error_code": 401, "description": "Unauthorized"}))
+        refused = await owner.post(f"/admin/companies/{cid}/agents/{aid}/webhooks", {"channel": "telegram",
+                                   "cred-telegram-botToken": "654321:XYZ-bad_token"})
+        assert refused.status == 502 and "Unauthorized" in refused.text and "654321:XYZ-bad_token" not in refused.text
+        assert len(await gw.store.find(Webhook, channel="telegram")) == 1

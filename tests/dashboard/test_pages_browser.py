@@ -12,6 +12,7 @@ import pytest_asyncio
 from playwright.async_api import Page, expect
 
 from buzzi.models import Agent, Webhook, WebhookEvent
+from tests.admin.helpers import create_agent, create_company, create_webhook
 from tests.dashboard.client import OWNER_EMAIL, OWNER_PASSWORD
 from tests.support.browser import browser_fixture, page_fixture  # noqa: F401 - fixtures for this module
 from tests.support.gateway import RunningGateway, running_gateway
@@ -117,8 +118,11 @@ async def test_company_agent_webhook_test_event_and_delivery_log(dash_gw: Runnin
 
 async def test_confirm_dialog_guards_destructive_buttons(dash_gw: RunningGateway, page: Page) -> None:
     gw = dash_gw
+    token = await gw.login()
+    cid = (await create_company(gw, token))["id"]
+    aid = (await create_agent(gw, token, cid))["id"]
+    webhook = await gw.store.get(Webhook, (await create_webhook(gw, token, cid, aid))["id"])
     await log_in(page, gw)
-    webhook = (await gw.store.find(Webhook))[0]
     await page.goto(f"{gw.base_url}/admin/companies/{webhook.company_id}/agents/{webhook.agent_id}"
                     f"/webhooks/{webhook.id}")
     dialog = page.locator("#confirm-dialog")
