@@ -30,5 +30,6 @@ async def test_api_key_is_sealed_redacted_and_kept(gw: RunningGateway, owner: st
     agent = await gw.store.get(Agent, created["id"])
     assert agent.settings["apiKey"] == OPENAI["apiKey"] and agent.settings["model"] == "gpt-other"
     # A new value replaces it.
-    await call(gw, "PATCH", f"{path}/{created['id']}", owner, {"settings": {**changed, "apiKey": "sk-new-key-1234567890"}})
+    replaced = {**changed, "apiKey": "sk-new-key-1234567890"}
+    await call(gw, "PATCH", f"{path}/{created['id']}", owner, {"settings": replaced})
     assert (await gw.store.get(Agent, created["id"])).settings["apiKey"] == "sk-new-key-1234567890"
