@@ -20,7 +20,7 @@ log = logging.getLogger("buzzi.handlers.chat")
 # A client that cannot take a write within this long is cut off; it resumes by Last-Event-ID.
 WRITE_TIMEOUT_SECONDS = 10.0
 # Most events coalesced into one socket write when a client's stream has a backlog.
-MAX_EVENTS_PER_WRITE = 1
+MAX_EVENTS_PER_WRITE = 32
 
 
 class ChatHandler(BaseHandler):
