@@ -339,9 +339,9 @@ async def throughput_phase(name: str, tmp: Path, args: argparse.Namespace) -> di
 # ---------------------------------------------------------------- 3. first delta
 
 
-async def first_delta_phase(tmp: Path, args: argparse.Namespace) -> dict[str, float]:
+async def first_delta_phase(tmp: Path, args: argparse.Namespace, sessions: int, rounds: int) -> dict[str, float]:
     """Each session: (re)open its stream as EventSource does after `complete`, POST a question,
-    time the first delta, wait for `complete` (which ends the stream); pause 0-500 ms; repeat."""
+    time the first delta, wait for `complete` (which ends the stream); think 0-2x --think s; repeat."""
     def on_event(client: SseClient, name: bytes, _: bytes) -> None:
         now = time.perf_counter()
         if name == b"delta" and client.waiter is not None and not client.waiter.done():
@@ -350,8 +350,8 @@ async def first_delta_phase(tmp: Path, args: argparse.Namespace) -> dict[str, fl
             client.done.set_result(None)
 
     async with server("gateway", tmp, args.log_level) as srv, aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=args.sessions)) as http:
-        await create_sessions(http, srv, args.sessions)
+            connector=aiohttp.TCPConnector(limit=sessions)) as http:
+        await create_sessions(http, srv, sessions)
         loop = asyncio.get_running_loop()
         first: list[float] = []
         accepted: list[float] = []
@@ -359,9 +359,9 @@ async def first_delta_phase(tmp: Path, args: argparse.Namespace) -> dict[str, fl
 
         async def user(i: int) -> None:
             url = f"http://127.0.0.1:{srv.port}/api/chat/{srv.sessions[i][0]}/message"
-            for _ in range(args.rounds):
+            for _ in range(rounds):
                 (client,) = await open_streams(srv.port, [srv.stream_path(i)], on_event)
-                await asyncio.sleep(random.uniform(0, 0.5))  # users do not type in lockstep
+                await asyncio.sleep(random.uniform(0, 2 * args.think))  # users do not type in lockstep
                 client.waiter, client.done = loop.create_future(), loop.create_future()
                 started = time.perf_counter()
                 async with http.post(url, json={"content": QUESTION}) as resp:
@@ -376,7 +376,7 @@ async def first_delta_phase(tmp: Path, args: argparse.Namespace) -> dict[str, fl
                     errors[0] += 1
                 client.close()
 
-        await asyncio.gather(*(user(i) for i in range(args.sessions)))
+        await asyncio.gather(*(user(i) for i in range(sessions)))
         return {"p50": pct(first, 0.5), "p99": pct(first, 0.99), "n": len(first), "errors": errors[0],
                 "accepted_p50": pct(accepted, 0.5), "accepted_p99": pct(accepted, 0.99)}
 
@@ -385,7 +385,7 @@ async def first_delta_phase(tmp: Path, args: argparse.Namespace) -> dict[str, fl
 
 
 def report(args: argparse.Namespace, mem: dict[str, dict[int, float]], tput: dict[str, dict[str, float]],
-           fd: dict[str, float]) -> None:
+           fd: dict[str, float], alone: dict[str, float]) -> None:
     def ok(flag: bool) -> str:
         return "yes" if flag else "**no**"
 
@@ -407,12 +407,14 @@ def report(args: argparse.Namespace, mem: dict[str, dict[int, float]], tput: dic
     print(f"| events lost | {g['lost']:.0f} | {b['lost']:.0f} | | 0 | {ok(g['lost'] == 0 == b['lost'])} |")
     print(f"| POST message -> 202 p50 / p99 (ms), {args.sessions} sessions | {fd['accepted_p50']:.1f} / "
           f"{fd['accepted_p99']:.1f} | n/a | | - | - |")
+    print(f"| POST message -> first delta p50 / p99 (ms), 1 session alone | {alone['p50']:.1f} / "
+          f"{alone['p99']:.1f} | n/a | | - | - |")
     print(f"| POST message -> first delta p50 (ms), {args.sessions} sessions | {fd['p50']:.1f} | n/a | | - | - |")
     print(f"| POST message -> first delta p99 (ms), {args.sessions} sessions | {fd['p99']:.1f} | n/a | | < 50 ms | "
           f"{ok(fd['p99'] < 50)} |")
     print(f"\nSaturation: {args.workers} closed-loop publishers x {args.batch} events per POST for "
           f"{args.seconds:.0f} s; latency: paced at {args.rate:.0f} events/s in POSTs of {args.paced_batch}; "
-          f"first delta: {fd['n']:.0f} samples ({args.rounds} messages per session, 0-500 ms pauses, "
+          f"first delta: {fd['n']:.0f} samples ({args.rounds} messages per session, think 0-{2 * args.think:g} s, "
           f"{fd['errors']:.0f} timed out). Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.")
 
 
@@ -428,6 +430,8 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured publishing time per server")
     parser.add_argument("--sessions", type=int, default=100, help="concurrent chat sessions in the first-delta phase")
     parser.add_argument("--rounds", type=int, default=5, help="messages per session in the first-delta phase")
+    parser.add_argument("--think", type=float, default=1.0,
+                        help="mean pause (s) between a complete and the next message")
     parser.add_argument("--phases", default="rss,throughput,first-delta", help="comma-separated subset to run")
     parser.add_argument("--log-level", default="warning", help="gateway log level (info logs every request)")
     args = parser.parse_args()
@@ -444,6 +448,7 @@ async def main() -> None:
     tput: dict[str, dict[str, float]] = {s: dict.fromkeys(("eps", "cpu_us", "p50", "p99", "lost"), float("nan"))
                                          for s in ("gateway", "bare")}
     fd = dict.fromkeys(("p50", "p99", "n", "errors", "accepted_p50", "accepted_p99"), float("nan"))
+    alone = dict(fd)
     with tempfile.TemporaryDirectory(prefix="buzzi-chat-bench-") as name:
         tmp = Path(name)
         for srv in ("gateway", "bare") if "rss" in phases else ():
@@ -454,10 +459,13 @@ async def main() -> None:
             tput[srv] = await throughput_phase(srv, tmp, args)
             print(f"  {tput[srv]}", flush=True)
         if "first-delta" in phases:
-            print("first-delta phase: gateway", flush=True)
-            fd = await first_delta_phase(tmp, args)
+            print("first-delta phase: gateway, one session alone", flush=True)
+            alone = await first_delta_phase(tmp, args, 1, 20)
+            print(f"  {alone}", flush=True)
+            print(f"first-delta phase: gateway, {args.sessions} sessions", flush=True)
+            fd = await first_delta_phase(tmp, args, args.sessions, args.rounds)
             print(f"  {fd}", flush=True)
-    report(args, mem, tput, fd)
+    report(args, mem, tput, fd, alone)
 
 if __name__ == "__main__":
     asyncio.run(main())

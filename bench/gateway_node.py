@@ -5,6 +5,7 @@
 POST /bench/publish/{conversation_id}?n=K publishes K `delta` events into that conversation's
 stream through the gateway's broker, each carrying "t": time.time_ns() taken at publish, so the
 bench can time publish -> receive exactly like it does against bench/bare_sse_server.py.
+/bench/tracemalloc (with PYTHONTRACEMALLOC=1) shows what the open streams allocated.
 Never mounted by handlers/app.py: it is unauthenticated and exists for measurement.
 """
 
@@ -12,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import json
 import resource
 import signal
 import time
+import tracemalloc
 
 from buzzi import logs
 from buzzi.chat import conversation_stream
@@ -33,12 +37,34 @@ class PublishHandler(BaseHandler):
         self.finish()
 
 
+class TracemallocHandler(BaseHandler):
+    """With PYTHONTRACEMALLOC=1: POST marks a snapshot, GET lists the top allocation sites grown since."""
+
+    mark: tracemalloc.Snapshot | None = None
+
+    def post(self) -> None:
+        gc.collect()
+        TracemallocHandler.mark = tracemalloc.take_snapshot()
+        self.finish()
+
+    def get(self) -> None:
+        if TracemallocHandler.mark is None:
+            self.send_error(409)
+            return
+        gc.collect()
+        stats = tracemalloc.take_snapshot().compare_to(TracemallocHandler.mark, "lineno")
+        top = [{"site": str(s.traceback), "kib": round(s.size_diff / 1024, 1), "count": s.count_diff}
+               for s in stats[:int(self.get_query_argument("n", "30"))]]
+        self.finish(json.dumps({"total_kib": round(sum(s.size_diff for s in stats) / 1024, 1), "top": top}))
+
+
 async def serve(port: int) -> None:
     settings = load_settings(overrides={"server": {"port": port}})
     logs.configure(settings.server.log_format, settings.server.log_level)
     gateway = Gateway(settings)
     await gateway.start()
-    app = make_app(gateway, extra_routes=[(r"/bench/publish/([^/]+)", PublishHandler)])
+    app = make_app(gateway, extra_routes=[(r"/bench/publish/([^/]+)", PublishHandler),
+                                          (r"/bench/tracemalloc", TracemallocHandler)])
     # Same listen options as run.py, plus a deep accept backlog (the bare server gets the same).
     server = app.listen(port, settings.server.host, backlog=4096, idle_connection_timeout=120,
                         max_body_size=settings.webhooks.max_body_bytes * 4 + 65536)

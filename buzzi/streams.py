@@ -25,18 +25,36 @@ log = logging.getLogger("buzzi.streams")
 HEARTBEAT = None  # what `events()` yields when a heartbeat comment is due
 
 
-class _Closed(asyncio.Event):
-    """`LiveStream.closed`: setting it also ends the stream's subscription, so the reader waits on
-    one thing (the subscription) instead of racing two tasks with asyncio.wait for every event."""
+class Closed:
+    """`LiveStream.closed`: the Event interface (set / is_set / wait) without an Event's deque per
+    stream. Setting it also ends the stream's subscription, so the reader waits on one thing (the
+    subscription) instead of racing two tasks with asyncio.wait for every event."""
+
+    __slots__ = ("_set", "_waiter", "on_set")
 
     def __init__(self) -> None:
-        super().__init__()
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
         self.on_set: Callable[[], None] | None = None
 
+    def is_set(self) -> bool:
+        return self._set
+
     def set(self) -> None:
-        super().set()
+        if self._set:
+            return
+        self._set = True
         if self.on_set is not None:
             self.on_set()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self) -> bool:
+        if not self._set:
+            if self._waiter is None:
+                self._waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._waiter)  # one waiter's cancellation must not wake the others
+        return True
 
 
 @dataclass(eq=False)  # identity semantics: each connection is its own stream
@@ -48,7 +66,7 @@ class LiveStream:
     connected_at: float = field(default_factory=clock.now)
     last_event_id: str | None = None
     events_sent: int = 0
-    closed: asyncio.Event = field(default_factory=_Closed)
+    closed: Closed = field(default_factory=Closed)
     # Events ready to go right after the one just yielded: the writer flushes only when this is 0,
     # so a burst already queued goes out in one write (no added latency: nothing is waited for).
     queued: int = 0
@@ -100,8 +118,7 @@ class StreamHub:
         Yields HEARTBEAT (None) when nothing happened for heartbeat_seconds."""
         chat = self.settings.chat
         sub = self.broker.subscribe(live.stream, maxsize=chat.stream_buffer_events)
-        if isinstance(live.closed, _Closed):
-            live.closed.on_set = sub.close
+        live.closed.on_set = sub.close
         try:
             if live.closed.is_set():
                 return
@@ -151,8 +168,7 @@ class StreamHub:
                 if event.event in TERMINAL:
                     return
         finally:
-            if isinstance(live.closed, _Closed):
-                live.closed.on_set = None
+            live.closed.on_set = None
             sub.close()
 
     async def _log_reset(self, stream: str, last_seq: int) -> bool:

@@ -126,6 +126,9 @@ class StreamHandler(ChatHandler):
                 if unflushed:
                     hub.sent(live, event, unflushed)
                     unflushed = 0
+            if unflushed:  # the stream ended (complete, error, cut off) with a burst still unflushed
+                await self._flush()
+                hub.sent(live, event, unflushed)
         except (tornado.iostream.StreamClosedError, TimeoutError):
             pass  # the client went away or could not keep up; it resumes by Last-Event-ID
         finally:

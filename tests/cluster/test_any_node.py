@@ -18,7 +18,6 @@ from tests.cluster.conftest import (
     read_events,
     stream_events,
 )
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -80,8 +79,3 @@ async def test_session_rate_limit_is_shared_by_all_nodes(cluster3, store3, http)
     # Exactly the accepted messages were stored, whichever node took them.
     conversation = await store3.find_one(Conversation, agent_id=agent.id)
     assert await store3.count(Message, conversation_id=conversation.id, role="user") == 30
-    # And the cluster answers every one of them, once.
-    async def all_answered() -> bool:
-        return await store3.count(Message, conversation_id=conversation.id, role="assistant") == 30
-
-    await wait_until(all_answered, 30, interval=0.2)

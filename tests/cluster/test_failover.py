@@ -42,6 +42,14 @@ async def _start_answer(cluster, store, http, slow, entry):
     return sid, body["messageId"], cluster[owner]
 
 
+async def wait_for_state(store, message_id: str, state: str) -> Message:
+    async def reached() -> Message | None:
+        message = await store.get(Message, message_id)
+        return message if message and message.state == state else None
+
+    return await wait_until(reached, READ_TIMEOUT)
+
+
 async def test_sigkill_of_the_streaming_node_resume_on_another(make_cluster, slow_agent, http):
     cluster = make_cluster()
     await cluster.start_async("node-a", "node-b", "node-c")
@@ -63,7 +71,7 @@ async def test_sigkill_of_the_streaming_node_resume_on_another(make_cluster, slo
         # Nothing was interrupted: the agent's node lived, so the agent ran once.
         assert len(slow_agent.requests) == 1
         assert "interrupted" not in [e.data.get("code") for e in events]
-        assert (await store.get(Message, message_id)).state == "done"
+        assert (await wait_for_state(store, message_id, "done")).attempts == 1
 
 
 async def test_sigkill_of_the_agent_node_another_answers_once(make_cluster, slow_agent, http):
@@ -88,8 +96,9 @@ async def test_sigkill_of_the_agent_node_another_answers_once(make_cluster, slow
         assert len(slow_agent.requests) == 2
         assert slow_agent.requests[1]["data"]["message"]["id"] == message_id
 
-        question = await store.get(Message, message_id)
-        assert question.state == "done" and question.attempts == 2 and question.lease_owner == survivor.name
+        # `complete` goes out before the claim is finished: wait for the message's final state.
+        question = await wait_for_state(store, message_id, "done")
+        assert question.attempts == 2 and question.lease_owner == survivor.name
         conversation = await store.find_one(Conversation, id=question.conversation_id)
         answers = await store.find(Message, conversation_id=conversation.id, role="assistant")
         assert [(m.id, m.content, m.reply_to) for m in answers] == [
@@ -120,7 +129,4 @@ async def test_sigterm_ends_streams_cleanly_and_exits_zero(make_cluster, slow_ag
         assert answer_text(events) == events[-1].data["content"] == slow_agent.answer
         assert len(slow_agent.requests) == 1
 
-        async def done() -> bool:
-            return (await store.get(Message, message_id)).state == "done"
-
-        await wait_until(done, READ_TIMEOUT)
+        await wait_for_state(store, message_id, "done")

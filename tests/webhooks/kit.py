@@ -153,7 +153,14 @@ class ChannelLab:
         return found[0]
 
     async def events(self, channel: str) -> list[WebhookEvent]:
-        await self.gw.gateway.webhooks.wait_idle()
+        import asyncio
+        try:
+            await asyncio.wait_for(asyncio.shield(self.gw.gateway.webhooks.wait_idle()), 15)
+        except TimeoutError:
+            for t in list(self.gw.gateway.webhooks._background):
+                print("STUCK", t, t.done())
+                t.print_stack()
+            raise
         return await self.gw.store.find(WebhookEvent, webhook_id=self.hooks[channel].id, order_by="received_at")
 
     # ---- what reached the platforms
