@@ -47,6 +47,7 @@ class ReplyDelivery:
                 async def send_once(text: str = text) -> list[str]:
                     nonlocal attempts
                     attempts += 1
+                    await adapter.pace(webhook, target)
                     return await adapter.send(webhook, target, text)
 
                 ids.extend(await with_retry(

@@ -10,6 +10,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
+from buzzi.channels.pacing import Pacer
 from buzzi.config import ChannelSettings
 from buzzi.models import Conversation, Message, Webhook
 
@@ -127,10 +128,23 @@ class ReplyTarget:
 class ChannelAdapter(abc.ABC):
     channel: str
     text_limit: int  # longest text one send may carry; longer replies are split
+    # Documented send limits paced by `pace` (None: not paced here; Meta adapters pace in send).
+    chat_rate: float | None = None  # sends per second to one chat
+    chat_burst: float = 1.0
+    bot_rate: float | None = None  # sends per second per webhook (one bot/app), across its chats
 
     def __init__(self, settings: ChannelSettings, http: Any) -> None:
         self.settings = settings
         self.http = http  # buzzi.channels.outbound.OutboundHttp
+        self.chat_pacer = Pacer(self.chat_rate, self.chat_burst) if self.chat_rate else None
+        self.bot_pacer = Pacer(self.bot_rate) if self.bot_rate else None
+
+    async def pace(self, webhook: Webhook, target: ReplyTarget) -> None:
+        """Wait as needed to stay within the platform's per-chat and per-bot send limits."""
+        if self.chat_pacer is not None:
+            await self.chat_pacer.acquire(f"{webhook.id}:{target.chat_id}")
+        if self.bot_pacer is not None:
+            await self.bot_pacer.acquire(webhook.id)
 
     # ---- configuration
     @abc.abstractmethod

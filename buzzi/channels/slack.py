@@ -54,6 +54,8 @@ class SlackAdapter(ChannelAdapter):
     # Slack truncates at 40,000 characters, but its guidance is to stay under 4,000 for readability
     # (api.slack.com/changelog/2018-04-truncating-really-long-messages; channels.md §6.4).
     text_limit = 4000
+    # About 1 message/s per channel with short bursts (channels.md §6).
+    chat_rate, chat_burst = 1.0, 3.0
     replay_window: float = WINDOW_SECONDS  # the registry sets webhooks.replay_window_seconds (default 300)
 
     # ---- configuration

@@ -122,6 +122,8 @@ class TeamsAdapter(ChannelAdapter):
     channel = "teams"
     # Teams answers 413 MessageSizeTooBig near 28 KB; community adapters chunk at ~28,000 UTF-16 units.
     text_limit = 28000
+    # Per bot per conversation: 7 ops/1 s, 60 ops/30 s (channels.md §7.4): 2/s sustained, bursts of 7.
+    chat_rate, chat_burst = 2.0, 7.0
 
     def __init__(self, settings: ChannelSettings, http: Any) -> None:
         super().__init__(settings, http)

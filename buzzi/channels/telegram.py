@@ -53,6 +53,8 @@ PARSE_ERROR = "can't parse entities"
 class TelegramAdapter(ChannelAdapter):
     channel = "telegram"
     text_limit = 4096  # characters after entity parsing (channels.md §5.3)
+    # Bot FAQ (channels.md §5): about 1 msg/s per chat with short bursts, about 30 msg/s per bot.
+    chat_rate, chat_burst, bot_rate = 1.0, 3.0, 30.0
 
     # ---- configuration
     def validate_credentials(self, credentials: Any) -> dict[str, Any]:
