@@ -174,7 +174,8 @@ async def main() -> None:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--log-level", default="info", help="gateway log level (info logs every request)")
-    parser.add_argument("--inbox-concurrency", type=int, help="answers in flight on the gateway (default: config)")
+    parser.add_argument("--inbox-concurrency", type=int,
+                        help="answers in flight on the gateway (default: config)")
     parser.add_argument("--profile", metavar="FILE", help="run the gateway under cProfile, stats into FILE")
     args = parser.parse_args()
     python = sys.executable

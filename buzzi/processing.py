@@ -117,7 +117,8 @@ class MessageProcessor:
             return SKIPPED, {}
 
         stream = conversation_stream(conversation.id)
-        stored = await self.store.find_one(Message, dedupe_key=f"reply:{message.id}")
+        # Only a retried message can already have a stored answer from an earlier attempt.
+        stored = await self.store.find_one(Message, dedupe_key=f"reply:{message.id}") if message.attempts > 1 else None
         if stored is not None:
             # An earlier attempt stored the answer and died before finishing: deliver, never re-answer.
             if stored.delivery.get("status") != "sent":

@@ -242,5 +242,5 @@ class WebhookService:
 
     async def wait_idle(self) -> None:
         """Wait for background bookkeeping (delivery log, receipts, media); used by shutdown and tests."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        while pending := [task for task in self._background if not task.done()]:
+            await asyncio.wait(pending)

@@ -244,12 +244,12 @@ class Store(abc.ABC):
 
     async def earlier_unanswered(self, message: Message) -> bool:
         """True if the conversation has an older user message that is pending or being answered."""
-        for state in (PENDING, PROCESSING):
-            for other in await self.find(Message, conversation_id=message.conversation_id, role="user",
-                                         state=state, order_by="created_at", limit=20):
-                if other.id != message.id and (other.created_at, other.id) < (message.created_at, message.id):
-                    return True
-        return False
+        earlier = await self.find(Message, conversation_id=message.conversation_id, role="user",
+                                  order_by="created_at", descending=True, limit=50)
+        return any(
+            other.state in (PENDING, PROCESSING) and (other.created_at, other.id) < (message.created_at, message.id)
+            for other in earlier
+        )
 
     async def incr_counter(self, name: str, by: int = 1) -> int:
         return await self._incr_counter(name, by)
