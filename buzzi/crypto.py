@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -28,6 +29,13 @@ class SecretBox:
 
     def __init__(self, secret_key: str) -> None:
         self._fernet = Fernet(base64.urlsafe_b64encode(derive_key(secret_key, "credentials-at-rest")))
+        # Every webhook request reads its channel config; decrypting the same ciphertexts again
+        # costs more than the rest of the lookup. Plaintexts are cached as bytes so callers always
+        # get fresh objects they may mutate.
+        self._decrypt = functools.lru_cache(maxsize=4096)(self._decrypt_uncached)
+
+    def _decrypt_uncached(self, token: str) -> bytes:
+        return self._fernet.decrypt(token.encode())
 
     def seal(self, value: Any) -> str | None:
         if value is None:
@@ -41,7 +49,7 @@ class SecretBox:
         if not isinstance(sealed, str) or not sealed.startswith(self.PREFIX):
             raise ValueError("not a sealed value")
         try:
-            return json.loads(self._fernet.decrypt(sealed[len(self.PREFIX):].encode()))
+            return json.loads(self._decrypt(sealed[len(self.PREFIX):]))
         except InvalidToken:
             raise ValueError("sealed with another secret key") from None
 

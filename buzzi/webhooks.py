@@ -121,12 +121,11 @@ class WebhookService:
                       request: WebhookRequest) -> tuple[Webhook | None, WebhookResult]:
         if channel not in CHANNELS:
             return None, INVALID
-        webhook = await self.store.get(Webhook, webhook_id)
+        webhook, agent, company = await self.store.get_many(
+            (Webhook, webhook_id), (Agent, agent_id), (Company, company_id))
         if (webhook is None or webhook.status != "active" or webhook.channel != channel
                 or webhook.company_id != company_id or webhook.agent_id != agent_id):
             return None, INVALID
-        agent = await self.store.get(Agent, agent_id)
-        company = await self.store.get(Company, company_id)
         if agent is None or agent.status != "active" or company is None:
             return webhook, INVALID
         if not ip_allowed(request.remote_ip, webhook.ip_allowlist):
@@ -177,36 +176,23 @@ class WebhookService:
 
     async def _store_message(self, webhook: Webhook, inbound: InboundMessage) -> Message | None:
         """Store one inbound message unless its dedupe key was seen; None for a duplicate."""
-        dedupe_key = f"{webhook.id}:{inbound.message_id}"
-        if await self.store.find_one(Message, dedupe_key=dedupe_key) is not None:
-            return None  # cheap path for retries; the unique index below settles races
         customer = {"id": inbound.sender_id, **({"name": inbound.sender_name} if inbound.sender_name else {})}
-        conversation, created = await self.store.get_or_create_conversation(Conversation(
+        conversation = Conversation(
             id=new_id("conversation"), company_id=webhook.company_id, agent_id=webhook.agent_id,
             channel=webhook.channel, webhook_id=webhook.id, external_chat_id=inbound.chat_id,
             chat_key=f"{webhook.id}:{inbound.chat_id}", customer=customer, meta=dict(inbound.meta),
-        ))
+        )
         message = Message(
             id=new_id("message"), conversation_id=conversation.id, company_id=webhook.company_id,
             agent_id=webhook.agent_id, role="user", content=inbound.text, channel=webhook.channel,
             webhook_id=webhook.id, attachments=[a.to_dict() for a in inbound.attachments],
-            channel_message_id=inbound.message_id, dedupe_key=dedupe_key, state=PENDING,
-            created_at=clock.now(),
+            channel_message_id=inbound.message_id, dedupe_key=f"{webhook.id}:{inbound.message_id}",
+            state=PENDING, created_at=clock.now(),
             metadata={"kind": inbound.kind, "sender": customer, "channel": dict(inbound.meta),
                       **({"replyToId": inbound.reply_to_id} if inbound.reply_to_id else {}),
                       **({"threadId": inbound.thread_id} if inbound.thread_id else {})},
         )
-        if not await self.store.add_message_once(message):
-            return None
-        changes: dict[str, Any] = {}
-        if not created and inbound.meta and {**conversation.meta, **inbound.meta} != conversation.meta:
-            changes["meta"] = {**conversation.meta, **inbound.meta}
-        if not created and inbound.sender_name and conversation.customer.get("name") != inbound.sender_name:
-            changes["customer"] = {**conversation.customer, **customer}
-        if changes:
-            await self.store.update(Conversation, conversation.id, changes)
-        await self.store.record_message(conversation.id, message.created_at)
-        return message
+        return await self.store.ingest_message(conversation, message)
 
     async def _acknowledge(self, adapter: ChannelAdapter, webhook: Webhook, inbound: InboundMessage) -> None:
         try:

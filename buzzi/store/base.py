@@ -198,6 +198,31 @@ class Store(abc.ABC):
                 raise
             return existing, False
 
+    async def get_many(self, *wanted: tuple[type[Document], str]) -> list[Document | None]:
+        """Several documents by (class, id) at once; backends may fetch them in one round trip."""
+        docs = await self._get_many([(cls.collection, id) for cls, id in wanted])
+        return [None if doc is None else self._unseal(cls, doc) for (cls, _), doc in zip(wanted, docs, strict=True)]
+
+    async def _get_many(self, wanted: list[tuple[str, str]]) -> list[dict[str, Any] | None]:
+        return [await self._get(collection, id) for collection, id in wanted]
+
+    async def ingest_message(self, conversation: Conversation, message: Message) -> Message | None:
+        """Store an inbound channel message and count it on its conversation, which is created from
+        `conversation` when its chat_key is new, else gets its routing meta and customer merged in.
+        Returns the stored message (with its conversation_id), or None when its dedupe key was
+        seen before (nothing is written then). Backends may do all of it in one transaction."""
+        if message.dedupe_key and await self.find_one(Message, dedupe_key=message.dedupe_key) is not None:
+            return None
+        stored, created = await self.get_or_create_conversation(conversation)
+        message.conversation_id = stored.id
+        if not await self.add_message_once(message):
+            return None
+        changes = {} if created else merge_conversation(stored.to_doc(), conversation)
+        if changes:
+            await self.update(Conversation, stored.id, changes)
+        await self.record_message(stored.id, message.created_at)
+        return message
+
     async def record_message(self, conversation_id: str, at: float | None = None) -> Conversation | None:
         at = clock.now() if at is None else at
         return await self.update(
@@ -291,3 +316,17 @@ class Store(abc.ABC):
             if doc.get("credentials") is None:
                 doc["credentials"] = {}
         return cls.from_doc(doc)
+
+
+def merge_conversation(current: dict[str, Any], incoming: Conversation) -> dict[str, Any]:
+    """The changes a new inbound message brings to an existing conversation: its latest routing
+    facts (Teams serviceUrl, Slack thread, ...) and the customer's current name."""
+    changes: dict[str, Any] = {}
+    meta = {**(current.get("meta") or {}), **incoming.meta}
+    if incoming.meta and meta != current.get("meta"):
+        changes["meta"] = meta
+    customer = current.get("customer") or {}
+    name = incoming.customer.get("name")
+    if name and customer.get("name") != name:
+        changes["customer"] = {**customer, **incoming.customer}
+    return changes

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from buzzi.crypto import SecretBox
-from buzzi.store.base import COLLECTIONS, INDEXES, DuplicateKey, Store, StoreUnavailable
+from buzzi.models import Conversation, Message
+from buzzi.store.base import COLLECTIONS, INDEXES, DuplicateKey, Store, StoreUnavailable, merge_conversation
 
 R = TypeVar("R")
 _FIELD = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -45,6 +46,10 @@ def _where_sql(where: dict[str, Any]) -> tuple[str, list[Any]]:
             clauses.append(f"{column} = ?")
             params.append(_sql_value(value))
     return (" AND ".join(clauses) or "1=1"), params
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"))
 
 
 def _matches(doc: dict[str, Any], where: dict[str, Any]) -> bool:
@@ -226,6 +231,45 @@ class SQLiteStore(Store):
                 (name, by, by),
             ).fetchone()
             return int(row[0])
+
+        return await self._run(tx)
+
+    async def _get_many(self, wanted):
+        def read(c: sqlite3.Connection) -> list[dict[str, Any] | None]:
+            out = []
+            for collection, id in wanted:
+                row = c.execute(f"SELECT doc FROM {collection} WHERE id = ?", (id,)).fetchone()
+                out.append(None if row is None else json.loads(row[0]))
+            return out
+
+        return await self._run(read)
+
+    async def ingest_message(self, conversation: Conversation, message: Message) -> Message | None:
+        """The whole intake in one transaction on the store thread: one round trip per message."""
+        chat_key, dedupe_key = _path("chat_key"), _path("dedupe_key")
+
+        def tx(c: sqlite3.Connection) -> Message | None:
+            c.execute("BEGIN IMMEDIATE")
+            if message.dedupe_key and c.execute(
+                    f"SELECT 1 FROM messages WHERE {dedupe_key} = ?", (message.dedupe_key,)).fetchone():
+                c.execute("COMMIT")
+                return None
+            row = c.execute(f"SELECT doc FROM conversations WHERE {chat_key} = ?",
+                            (conversation.chat_key,)).fetchone() if conversation.chat_key else None
+            if row is None:
+                doc = self._seal(conversation)
+                doc.update(message_count=1, last_message_at=message.created_at)
+                c.execute("INSERT INTO conversations (id, doc) VALUES (?, ?)", (doc["id"], _dumps(doc)))
+            else:
+                doc = json.loads(row[0])
+                doc.update(merge_conversation(doc, conversation))
+                doc.update(message_count=(doc.get("message_count") or 0) + 1,
+                           last_message_at=message.created_at, updated_at=message.created_at)
+                c.execute("UPDATE conversations SET doc = ? WHERE id = ?", (_dumps(doc), doc["id"]))
+            message.conversation_id = doc["id"]
+            c.execute("INSERT INTO messages (id, doc) VALUES (?, ?)", (message.id, _dumps(self._seal(message))))
+            c.execute("COMMIT")
+            return message
 
         return await self._run(tx)
 

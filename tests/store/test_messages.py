@@ -155,3 +155,45 @@ async def test_defer_hands_a_claim_back_for_later_without_counting_it(store: Sto
     assert again is not None and again.id == second.id and again.attempts == 1
     assert await store.finish_message(first.id, "node-a", DONE)
     assert await store.earlier_unanswered(again) is False
+
+
+async def test_ingest_message_creates_counts_merges_and_dedupes(store: Store) -> None:
+    first = message("hello", dedupe_key="wh_1:m-1", created_at=10.0)
+    incoming = conversation("wh_1:chat-9", customer={"id": "u1"}, meta={"service_url": "https://a"})
+    stored = await store.ingest_message(incoming, first)
+    assert stored is not None and stored.conversation_id == incoming.id
+    conv = await store.get(Conversation, incoming.id)
+    assert (conv.message_count, conv.last_message_at, conv.meta) == (1, 10.0, {"service_url": "https://a"})
+
+    # The same chat again: same conversation, counted, newest routing facts and name merged in.
+    later = conversation("wh_1:chat-9", customer={"id": "u1", "name": "Ana"}, meta={"service_url": "https://b"})
+    second = await store.ingest_message(later, message("again", dedupe_key="wh_1:m-2", created_at=11.0))
+    assert second is not None and second.conversation_id == incoming.id
+    conv = await store.get(Conversation, incoming.id)
+    assert conv.message_count == 2 and conv.last_message_at == 11.0
+    assert conv.meta == {"service_url": "https://b"} and conv.customer == {"id": "u1", "name": "Ana"}
+
+    # A redelivery writes nothing.
+    assert await store.ingest_message(later, message("hello", dedupe_key="wh_1:m-1")) is None
+    assert (await store.get(Conversation, incoming.id)).message_count == 2
+    assert await store.count(Message, conversation_id=incoming.id) == 2
+    assert await store.count(Conversation) == 1
+
+
+async def test_concurrent_ingest_of_one_delivery_stores_it_once(stores: list[Store]) -> None:
+    attempts = [
+        s.ingest_message(conversation("wh_1:chat-1"), message("hi", dedupe_key="wh_1:storm"))
+        for s in stores for _ in range(2)
+    ]
+    results = await asyncio.gather(*attempts, return_exceptions=True)
+    stored = [r for r in results if isinstance(r, Message)]
+    assert len(stored) == 1, results
+    assert await stores[0].count(Message, dedupe_key="wh_1:storm") == 1
+    assert await stores[0].count(Conversation, chat_key="wh_1:chat-1") == 1
+
+
+async def test_get_many_reads_several_kinds(store: Store) -> None:
+    conv = await store.add(conversation("wh_1:chat-2"))
+    msg = await store.add(message("x"))
+    got = await store.get_many((Conversation, conv.id), (Message, "m_missing"), (Message, msg.id))
+    assert [g.id if g else None for g in got] == [conv.id, None, msg.id]
