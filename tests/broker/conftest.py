@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -13,6 +11,7 @@ import tests.conftest as root_conftest
 from buzzi.broker import open_broker
 from buzzi.broker.base import Broker
 from buzzi.config import BrokerSettings
+from tests.support.waiting import wait_until
 
 if "tests.support.redis_server" not in getattr(root_conftest, "pytest_plugins", ()):
     # Until tests/conftest.py registers the plugin, bring its fixtures in here.
@@ -35,16 +34,10 @@ def broker_settings(**changes: Any) -> BrokerSettings:
 
 async def eventually(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> None:
     """Poll `condition` (sync or async) until truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+    try:
+        await wait_until(condition, timeout)
+    except AssertionError:
+        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 @pytest.fixture(params=["memory", "redis"])

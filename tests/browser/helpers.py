@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import secrets
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -44,13 +43,6 @@ async def ask(page: Page, text: str) -> None:
 
 async def seen(page: Page) -> list[dict[str, str]]:
     return await page.evaluate("() => window.__seen")
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for gateway state that has no event to wait on (e.g. a browser's stream reconnecting)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - no event exists for this state; poll it, bounded
-            await asyncio.sleep(0.02)
 
 
 class PausingAgentService:

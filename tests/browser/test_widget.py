@@ -18,9 +18,9 @@ from tests.browser.helpers import (
     seen,
     session_key,
     wait_for_session,
-    wait_until,
 )
 from tests.support.gateway import running_gateway
+from tests.support.waiting import wait_until
 
 # The module's loop: the browser is shared by the module (tests/support/browser.py).
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
