@@ -74,6 +74,7 @@ class ChatSettings:
     retry_ms: int
     stream_buffer_events: int
     handover_keywords: list[str]
+    handover_message: str
     create_demo: bool
 
 
@@ -104,6 +105,7 @@ class InboxSettings:
 class AgentSettings:
     timeout_seconds: float
     http_connect_timeout_seconds: float
+    failure_message: str
 
 
 @dataclasses.dataclass(frozen=True)

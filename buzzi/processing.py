@@ -12,6 +12,7 @@ import contextlib
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from buzzi.agents.base import AgentContext
@@ -33,6 +34,14 @@ from buzzi.store.base import Store
 log = logging.getLogger("buzzi.processing")
 
 HISTORY_LIMIT = 20
+RETRY = "retry"  # not a stored state: the claim is handed back to be tried again later
+RETRY_BASE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class AgentFailure:
+    code: str
+    retryable: bool
 TYPING_REFRESH_SECONDS = 5.0
 TYPING_STOP_GRACE_SECONDS = 2.0
 
@@ -98,6 +107,10 @@ class MessageProcessor:
             lease.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lease
+        if state == RETRY:
+            if await self.store.defer_message(message.id, self.node_id, fields["delay"], count_attempt=True):
+                return
+            state, fields = FAILED, {}
         if not await self.store.finish_message(message.id, self.node_id, state, **fields):
             log.warning("lease on %s was lost before it finished; another node owns it", message.id)
 
@@ -110,8 +123,9 @@ class MessageProcessor:
         if conversation.owner == "human":
             return SKIPPED, {}  # a person has the conversation: the bot stays silent
         if self.wants_human(message.content):
-            await self.conversations.handover(conversation, "take", "customer",
-                                              note="A person will answer you here shortly.")
+            note = self.settings.chat.handover_message
+            await self.conversations.handover(conversation, "take", "customer", note=note)
+            await self._tell_channel(conversation, message, note, "handover")
             return DONE, {"metadata": {**message.metadata, "handover": True}}
         if agent.status != "active" or not company.subscription_active():
             return SKIPPED, {}
@@ -137,8 +151,15 @@ class MessageProcessor:
         finally:
             if typing:
                 await typing.stop()
-        if outcome is None:
-            return FAILED, {"metadata": {**message.metadata, "error": "agent error"}}
+        if isinstance(outcome, AgentFailure):
+            failed = {"metadata": {**message.metadata, "error": f"agent error: {outcome.code}"}}
+            if conversation.channel == WEB_CHANNEL:
+                return FAILED, failed  # the widget showed the error; the customer can ask again
+            # Nobody watches a stream on a channel: retry what may pass, then say sorry.
+            if outcome.retryable and message.attempts < self.settings.inbox.max_attempts:
+                return RETRY, {"delay": min(60.0, RETRY_BASE_SECONDS * 2 ** (message.attempts - 1))}
+            await self._tell_channel(conversation, message, self.settings.agents.failure_message, "failure")
+            return FAILED, failed
         content, metadata = outcome
         reply = Message(
             id=new_id("message"), conversation_id=conversation.id, company_id=conversation.company_id,
@@ -154,10 +175,23 @@ class MessageProcessor:
         await self.delivery.deliver(conversation, reply, message)
         return DONE, {}
 
+    async def _tell_channel(self, conversation: Conversation, message: Message, text: str, kind: str) -> None:
+        """A short system message to a channel customer (handover note, apology), stored once."""
+        if conversation.channel == WEB_CHANNEL or not text:
+            return
+        note = Message(
+            id=new_id("message"), conversation_id=conversation.id, company_id=conversation.company_id,
+            agent_id=conversation.agent_id, role="system", content=text, channel=conversation.channel,
+            webhook_id=conversation.webhook_id, dedupe_key=f"{kind}:{message.id}", reply_to=message.id,
+            metadata={"kind": kind},
+        )
+        if await self.store.add_message_once(note):
+            await self.delivery.deliver(conversation, note, message)
+
     async def _run_agent(self, agent: Agent, conversation: Conversation, message: Message,
-                         history: list[Message], stream: str) -> tuple[str, dict[str, Any]] | None:
+                         history: list[Message], stream: str) -> tuple[str, dict[str, Any]] | AgentFailure:
         """Stream the agent's events to the conversation; return (content, metadata) of its
-        answer, or None after publishing an error."""
+        answer, or an AgentFailure after publishing an error."""
         ctx = AgentContext(agent=agent, conversation=conversation, message=message, history=history)
         started = time.perf_counter()
         first = True
@@ -177,17 +211,17 @@ class MessageProcessor:
                     if event.name == "error":
                         self.metrics.agent_runs.labels(agent.kind, "error").inc()
                         await self._publish(stream, event)
-                        return None
+                        return AgentFailure(str(event.data.get("code")), bool(event.data.get("retryable")))
                     if event.name == "delta":
                         deltas.append(str(event.data.get("content", "")))
                     await self._publish(stream, event)
         except TimeoutError:
             self.metrics.agent_runs.labels(agent.kind, "timeout").inc()
             await self._publish(stream, error_event("agent_timeout", "The agent took too long to answer.", True))
-            return None
+            return AgentFailure("agent_timeout", True)
         self.metrics.agent_runs.labels(agent.kind, "no_answer").inc()
         await self._publish(stream, error_event("agent_error", "The agent ended without an answer.", True))
-        return None
+        return AgentFailure("agent_error", True)
 
     async def _history(self, message: Message) -> list[Message]:
         recent = await self.store.find(Message, conversation_id=message.conversation_id, order_by="created_at",

@@ -257,13 +257,15 @@ class Store(abc.ABC):
         )
         return done is not None
 
-    async def defer_message(self, message_id: str, owner: str, seconds: float) -> bool:
-        """Hand a claimed message back to be claimed again after `seconds`, without counting the
-        attempt: its conversation has an earlier message still being answered, and answers of one
-        conversation must not interleave on its stream."""
+    async def defer_message(self, message_id: str, owner: str, seconds: float, *, count_attempt: bool = False
+                            ) -> bool:
+        """Hand a claimed message back to be claimed again after `seconds`. Without count_attempt
+        the attempt does not count (its conversation has an earlier message still being answered,
+        and answers of one conversation must not interleave); with it, this was a failed attempt
+        to be retried later (e.g. the LLM was rate limited)."""
         done = await self.update(
             Message, message_id, {"lease_owner": None, "lease_until": clock.now() + seconds},
-            inc={"attempts": -1}, expect={"lease_owner": owner, "state": PROCESSING},
+            inc={} if count_attempt else {"attempts": -1}, expect={"lease_owner": owner, "state": PROCESSING},
         )
         return done is not None
 
