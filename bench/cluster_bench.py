@@ -34,6 +34,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.broker_bench import _throughput as broker_throughput
 from buzzi.broker import open_broker
 from buzzi.broker.base import Broker
 from buzzi.chat import conversation_stream
@@ -112,22 +113,7 @@ async def _broker_rate(url: str, n: int, concurrency: int, two_nodes: bool) -> f
         subscriber = open_broker(url, settings, "bench-sub")
         await subscriber.open()
     try:
-        sub = subscriber.subscribe("bench-rate", maxsize=n + 1)
-        await subscriber.replay("bench-rate", None)  # returns once the subscription is live
-        counter = iter(range(n))
-
-        async def worker() -> None:
-            for i in counter:
-                await publisher.publish("bench-rate", "delta", {"i": i})
-
-        start = time.perf_counter()
-        workers = asyncio.gather(*(worker() for _ in range(concurrency)))
-        for _ in range(n):
-            await sub.get()
-        elapsed = time.perf_counter() - start
-        await workers
-        sub.close()
-        return n / elapsed
+        return await broker_throughput(publisher, subscriber, n, concurrency)
     finally:
         if subscriber is not publisher:
             await subscriber.close()

@@ -272,19 +272,11 @@ class TeamsAdapter(ChannelAdapter):
             url += f"/{quote(reply_to, safe='')}"
             activity["replyToId"] = reply_to
         token = await self._token(webhook)
-        try:
-            async with self.http.session(self.channel).post(
-                yarl.URL(url, encoded=True), json=activity,  # keep our percent-encoding of ':' and ';'
-                headers={"Authorization": f"Bearer {token}"}
-            ) as response:
-                status = response.status
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                try:
-                    body = await response.json(content_type=None)
-                except ValueError:
-                    body = None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SendError(f"network error: {exc.__class__.__name__}", retryable=True) from None
+        status, retry_after, body = await self._http_post(
+            "network error",
+            yarl.URL(url, encoded=True),  # keep our percent-encoding of ':' and ';'
+            json=activity, headers={"Authorization": f"Bearer {token}"},
+        )
         if 200 <= status < 300:
             return body
         if status == 401:
@@ -321,19 +313,24 @@ class TeamsAdapter(ChannelAdapter):
             self._tokens[key] = token
             return token.value
 
-    async def _fetch_token(self, webhook: Webhook) -> _Token:
-        form = {"grant_type": "client_credentials", "client_id": str(webhook.credentials.get("appId")),
-                "client_secret": str(webhook.credentials.get("appPassword") or ""), "scope": SCOPE}
+    async def _http_post(self, what: str, url: Any, **kwargs: Any) -> tuple[int, float | None, Any]:
+        """POST and read (status, Retry-After, JSON body or None); network failures are retryable."""
         try:
-            async with self.http.session(self.channel).post(self._token_url(webhook), data=form) as response:
-                status = response.status
+            async with self.http.session(self.channel).post(url, **kwargs) as response:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 try:
                     body = await response.json(content_type=None)
                 except ValueError:
                     body = None
+                return response.status, retry_after, body
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SendError(f"Teams token: network error: {exc.__class__.__name__}", retryable=True) from None
+            raise SendError(f"{what}: {exc.__class__.__name__}", retryable=True) from None
+
+    async def _fetch_token(self, webhook: Webhook) -> _Token:
+        form = {"grant_type": "client_credentials", "client_id": str(webhook.credentials.get("appId")),
+                "client_secret": str(webhook.credentials.get("appPassword") or ""), "scope": SCOPE}
+        status, retry_after, body = await self._http_post("Teams token: network error",
+                                                          self._token_url(webhook), data=form)
         body = body if isinstance(body, dict) else {}
         if status != 200 or not isinstance(body.get("access_token"), str):
             code = body.get("error")
