@@ -159,6 +159,27 @@ def process(cmd: list[str], env: dict[str, str], ready: str) -> Iterator[subproc
         proc.wait(timeout=30)
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) per thread of process `pid` ("main" is the event loop), from /proc."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                stat = (task / "stat").read_text()
+                name = "main" if task.name == str(pid) else f"thread {task.name}"
+                fields = stat[stat.rindex(")") + 2:].split()
+                out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_per_request(before: dict[str, float], after: dict[str, float], n: int) -> str:
+    """Milliseconds of CPU per request by thread: where the time of the measured load went."""
+    spent = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
+    parts = [f"{name} {ms * 1000 / n:.2f}" for name, ms in sorted(spent.items(), key=lambda kv: -kv[1]) if ms > 0]
+    return ", ".join(parts) or "n/a"
+
+
 def stored_messages(db: Path) -> tuple[int, int]:
     """(user messages stored, assistant replies sent) in the gateway's SQLite file."""
     with contextlib.closing(sqlite3.connect(db)) as conn:
@@ -197,10 +218,12 @@ async def main() -> None:
             if args.inbox_concurrency:
                 env["BUZZI_INBOX_CONCURRENCY"] = str(args.inbox_concurrency)
             gateway_cmd = [python, *(["-m", "cProfile", "-o", args.profile] if args.profile else []), "run.py"]
-            with process(gateway_cmd, env, "listening on"):
+            with process(gateway_cmd, env, "listening on") as proc:
                 url = f"http://127.0.0.1:{port}{PATH}"
                 await load(url, args.warmup, args.concurrency, "warm")
+                cpu_before = thread_cpu(proc.pid)
                 results["gateway"] = await load(url, args.n, args.concurrency, "run")
+                gateway_cpu = cpu_per_request(cpu_before, thread_cpu(proc.pid), args.n)
                 started = time.perf_counter()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(sends.all_in.wait(), timeout=180)
@@ -209,10 +232,12 @@ async def main() -> None:
 
         bare_port = free_port()
         cmd = [python, "-m", "bench.bare_hmac_server", "--port", str(bare_port), "--secret", APP_SECRET]
-        with process(cmd, dict(os.environ), "ready"):
+        with process(cmd, dict(os.environ), "ready") as proc:
             url = f"http://127.0.0.1:{bare_port}{PATH}"
             await load(url, args.warmup, args.concurrency, "warm")
+            cpu_before = thread_cpu(proc.pid)
             results["bare"] = await load(url, args.n, args.concurrency, "run")
+            bare_cpu = cpu_per_request(cpu_before, thread_cpu(proc.pid), args.n)
 
     print(f"\n{args.n} signed WhatsApp webhooks, {args.concurrency} concurrent connections\n")
     print("| server | acknowledged/s | p50 ms | p99 ms | errors |")
@@ -221,6 +246,7 @@ async def main() -> None:
         print(f"| {name} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']:.0f} |")
     ratio = results["gateway"]["rps"] / results["bare"]["rps"]
     print(f"\ngateway / bare: {ratio:.2f}x (target >= 0.5x, p99 < 50 ms)")
+    print(f"server CPU ms per request during the measured load, by thread: gateway {gateway_cpu}; bare {bare_cpu}")
     print(f"gateway stored {users} messages for {total} acknowledged requests; "
           f"{replied} replies delivered to the fake Graph API ({sends.count} sends seen), "
           f"all answered {drained:.1f} s after the last acknowledgement")

@@ -146,8 +146,7 @@ class ChatService:
             id=new_id("message"), conversation_id=session.conversation_id, company_id=session.company_id,
             agent_id=session.agent_id, role="user", content=content, attachments=attachments, state=PENDING,
         )
-        await self.store.add(message)
-        await self.store.record_message(session.conversation_id, message.created_at)
+        await self.store.add_user_message(message)
         await self.broker.notify_inbox()
         return message
 

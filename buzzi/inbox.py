@@ -42,6 +42,32 @@ class InboxWorker:
         """Local wake-up (the broker's wake-up reaches the other nodes)."""
         self._kick.set()
 
+    def take(self, message_id: str) -> None:
+        """Fast path for a message this node just stored: claim that very message and answer it
+        now, without waiting for the loop to wake and claim the oldest. With no free slot (or if
+        another node claims it first) the claim loop covers it as for any other message."""
+        if self._stopping or self._slots.locked():
+            self.kick()
+            return
+        task = asyncio.create_task(self._take(message_id), name=f"take-{message_id}")
+        self._running[f"take:{message_id}"] = task
+
+    async def _take(self, message_id: str) -> None:
+        try:
+            await self._slots.acquire()
+            try:
+                message = await self.store.claim_message(message_id, self.node_id, self.settings.lease_seconds)
+            except Exception as exc:  # noqa: BLE001 - the claim loop will pick it up
+                log.warning("claim of %s failed: %s", message_id, exc)
+                message = None
+            if message is None:
+                self._slots.release()
+                self.kick()
+                return
+            await self._process(message)
+        finally:
+            self._running.pop(f"take:{message_id}", None)
+
     async def _loop(self) -> None:
         while not self._stopping:
             await self._slots.acquire()

@@ -28,7 +28,7 @@ from buzzi.events import error as error_event
 from buzzi.ids import new_id
 from buzzi.logs import log_fields
 from buzzi.metrics import Metrics
-from buzzi.models import DONE, FAILED, SKIPPED, WEB_CHANNEL, Agent, Company, Conversation, Message
+from buzzi.models import DONE, FAILED, SKIPPED, WEB_CHANNEL, Agent, Company, Conversation, Document, Message
 from buzzi.store.base import Store
 
 log = logging.getLogger("buzzi.processing")
@@ -36,6 +36,10 @@ log = logging.getLogger("buzzi.processing")
 HISTORY_LIMIT = 20
 RETRY = "retry"  # not a stored state: the claim is handed back to be tried again later
 RETRY_BASE_SECONDS = 2.0
+
+
+# ([conversation, agent, company], history) read before an answer starts
+Prefetched = tuple[list[Document | None], list[Message]]
 
 
 @dataclass(frozen=True)
@@ -93,11 +97,21 @@ class MessageProcessor:
     async def close(self) -> None:
         pass
 
-    async def process(self, message: Message) -> None:
+    async def prefetch(self, message: Message) -> Prefetched:
+        """What an answer reads before the agent starts: [conversation, agent, company] in one
+        hop, the history queued right behind it."""
+        docs, history = await asyncio.gather(
+            self.store.get_many((Conversation, message.conversation_id), (Agent, message.agent_id),
+                                (Company, message.company_id)),
+            self._history(message),
+        )
+        return docs, history
+
+    async def process(self, message: Message, prefetched: Prefetched | None = None) -> None:
         """Handle a message this node has claimed; always ends by finishing the claim."""
         lease = asyncio.create_task(self._keep_lease(message.id), name=f"lease-{message.id}")
         try:
-            state, fields = await self._answer(message)
+            state, fields = await self._answer(message, prefetched)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -114,11 +128,12 @@ class MessageProcessor:
         if not await self.store.finish_message(message.id, self.node_id, state, **fields):
             log.warning("lease on %s was lost before it finished; another node owns it", message.id)
 
-    async def _answer(self, message: Message) -> tuple[str, dict[str, Any]]:
-        conversation = await self.store.get(Conversation, message.conversation_id)
-        agent = await self.store.get(Agent, message.agent_id)
-        company = await self.store.get(Company, message.company_id)
-        if conversation is None or agent is None or company is None:
+    async def _answer(self, message: Message, prefetched: Prefetched | None) -> tuple[str, dict[str, Any]]:
+        # A handover or skip just ignores the prefetched history.
+        docs, history = prefetched if prefetched is not None else await self.prefetch(message)
+        conversation, agent, company = docs
+        if not isinstance(conversation, Conversation) or not isinstance(agent, Agent) \
+                or not isinstance(company, Company):
             return FAILED, {"metadata": {**message.metadata, "error": "conversation, agent or company is gone"}}
         if conversation.owner == "human":
             return SKIPPED, {}  # a person has the conversation: the bot stays silent
@@ -144,7 +159,6 @@ class MessageProcessor:
             await self._publish(stream, error_event(
                 "interrupted", "The answer was interrupted and is being generated again.", True))
 
-        history = await self._history(message)
         typing = TypingIndicator(self.delivery, conversation, message) if conversation.channel != WEB_CHANNEL else None
         try:
             outcome = await self._run_agent(agent, conversation, message, history, stream)

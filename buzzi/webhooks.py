@@ -43,6 +43,8 @@ BODY_EXCERPT = 4096
 # Trimming the delivery log to its retention sorts the kept window: do it every retention/20 events
 # per webhook (at most 5% over the retention) instead of on every request.
 PRUNE_FRACTION = 20
+# Delivery-log entries written per store call at most (the rest wait for the next call).
+EVENT_BATCH = 200
 
 
 @dataclass
@@ -101,6 +103,11 @@ class WebhookService:
         self.media = MediaFetcher(store, channels, settings.channels)
         self._background: set[asyncio.Task[None]] = set()
         self._unpruned: dict[str, int] = {}  # webhook id -> events recorded since its last trim
+        # The delivery log is written in batches: one store call takes every entry that came in while
+        # the previous call was in flight, so under load it costs one round trip per batch, not per
+        # request, and an idle gateway writes each entry at once.
+        self._events: list[WebhookEvent] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def handle(self, company_id: str, agent_id: str, channel: str, webhook_id: str,
                      request: WebhookRequest) -> WebhookResult:
@@ -114,7 +121,7 @@ class WebhookService:
         latency = (time.perf_counter() - started) * 1000
         self.metrics.webhooks.labels(channel if channel in CHANNELS else "unknown", result.outcome).inc()
         if webhook is not None:
-            self._spawn(self._record(webhook, request, result, latency))
+            self._record(webhook, request, result, latency)
         return result
 
     async def _handle(self, company_id: str, agent_id: str, channel: str, webhook_id: str,
@@ -200,26 +207,37 @@ class WebhookService:
         except Exception as exc:  # noqa: BLE001 - a receipt never fails the webhook
             log.debug("acknowledge failed on %s: %s", webhook.channel, exc.__class__.__name__)
 
-    async def _record(self, webhook: Webhook, request: WebhookRequest, result: WebhookResult,
-                      latency_ms: float) -> None:
-        event = WebhookEvent(
+    def _record(self, webhook: Webhook, request: WebhookRequest, result: WebhookResult, latency_ms: float) -> None:
+        self._events.append(WebhookEvent(
             id=new_id("webhook_event"), webhook_id=webhook.id, company_id=webhook.company_id,
             channel=webhook.channel, outcome=result.outcome, status_code=result.status,
             latency_ms=round(latency_ms, 2), received_at=request.now, detail=result.detail[:500],
             headers=redact_headers(request.headers), body=redact_body(request.body),
             message_ids=result.message_ids,
-        )
+        ))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_events())
+            self._background.add(self._writer)
+            self._writer.add_done_callback(self._background.discard)
+
+    async def _write_events(self) -> None:
         retention = self.settings.webhooks.event_retention
-        unpruned = self._unpruned.get(webhook.id, 0) + 1
-        prune = unpruned >= max(1, retention // PRUNE_FRACTION)
-        self._unpruned[webhook.id] = 0 if prune else unpruned
-        try:
-            if prune:
-                await self.store.add_webhook_event(event, retention)
-            else:
-                await self.store.add(event)
-        except Exception as exc:  # noqa: BLE001 - the delivery log is best effort
-            log.warning("could not record webhook event: %s", exc)
+        every = max(1, retention // PRUNE_FRACTION)
+        while self._events:
+            batch, self._events = self._events[:EVENT_BATCH], self._events[EVENT_BATCH:]
+            prune = []
+            for event in batch:
+                if event.webhook_id is None:
+                    continue
+                unpruned = self._unpruned.get(event.webhook_id, 0) + 1
+                if unpruned >= every:
+                    prune.append(event.webhook_id)
+                    unpruned = 0
+                self._unpruned[event.webhook_id] = unpruned
+            try:
+                await self.store.add_webhook_events(batch, retention, prune=set(prune))
+            except Exception as exc:  # noqa: BLE001 - the delivery log is best effort
+                log.warning("could not record %d webhook events: %s", len(batch), exc)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -78,7 +78,7 @@ class MessageHandler(ChatHandler):
         session = await self.session(session_id)
         body = self.json_body()
         message = await self.gateway.chat.post_message(session, body, self.client_ip)
-        self.gateway.inbox.kick()
+        self.gateway.inbox.take(message.id)  # answered on this node at once; the claim loop is the fallback
         self.write_json({"messageId": message.id, "status": "processing"}, 202)
 
 

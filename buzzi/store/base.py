@@ -9,6 +9,7 @@ top-level fields.
 from __future__ import annotations
 
 import abc
+from collections.abc import Collection, Sequence
 from typing import Any, TypeVar
 
 from buzzi import clock
@@ -229,6 +230,24 @@ class Store(abc.ABC):
             Conversation, conversation_id, {"last_message_at": at}, inc={"message_count": 1}
         )
 
+    async def add_user_message(self, message: Message) -> Message:
+        """Store a new message and count it on its conversation. Backends may do both in one
+        transaction (one round trip on the hot path of a chat POST)."""
+        await self.add(message)
+        await self.record_message(message.conversation_id, message.created_at)
+        return message
+
+    async def claim_message(self, message_id: str, owner: str, lease_seconds: float) -> Message | None:
+        """Claim this one message if it is still pending (the node that stored it answers it at once
+        instead of waiting for the claim loop); None if another node or the loop took it first."""
+        now = clock.now()
+        doc = await self._update(
+            Message.collection, message_id,
+            {"state": PROCESSING, "lease_owner": owner, "lease_until": now + lease_seconds, "updated_at": now},
+            {"attempts": 1}, {"state": PENDING},
+        )
+        return None if doc is None else Message.from_doc(doc)
+
     async def claim_next_message(self, owner: str, lease_seconds: float) -> Message | None:
         now = clock.now()
         doc = await self._claim(owner, now, now + lease_seconds)
@@ -287,6 +306,15 @@ class Store(abc.ABC):
             await self._prune(
                 WebhookEvent.collection, {"webhook_id": event.webhook_id}, "received_at", retention
             )
+
+    async def add_webhook_events(self, events: Sequence[WebhookEvent], retention: int,
+                                 prune: Collection[str] = ()) -> None:
+        """Append several delivery-log entries, then trim each webhook in `prune` to its newest
+        `retention` entries. Backends may do it all in one round trip."""
+        for event in events:
+            await self.add(event)
+        for webhook_id in prune:
+            await self._prune(WebhookEvent.collection, {"webhook_id": webhook_id}, "received_at", retention)
 
     # ----------------------------------------------------------------- sealing
 

@@ -9,6 +9,8 @@ from buzzi.config import AgentSettings
 from buzzi.signing import new_standard_secret
 from tests.support.fake_llm import FakeServices
 
+FAILURE = "Sorry, try again."
+
 
 @pytest.fixture
 def agent_secret() -> str:
@@ -23,7 +25,7 @@ async def fake(agent_secret: str) -> AsyncIterator[FakeServices]:
 
 @pytest.fixture
 async def registry() -> AsyncIterator[AgentRegistry]:
-    reg = AgentRegistry(AgentSettings(timeout_seconds=5.0, http_connect_timeout_seconds=2.0))
+    reg = AgentRegistry(AgentSettings(timeout_seconds=5.0, http_connect_timeout_seconds=2.0, failure_message=FAILURE))
     yield reg
     await reg.close()
 
@@ -31,6 +33,6 @@ async def registry() -> AsyncIterator[AgentRegistry]:
 @pytest.fixture
 async def impatient_registry() -> AsyncIterator[AgentRegistry]:
     """Gives up on an upstream after a fraction of a second (stalled-server tests)."""
-    reg = AgentRegistry(AgentSettings(timeout_seconds=0.3, http_connect_timeout_seconds=0.3))
+    reg = AgentRegistry(AgentSettings(timeout_seconds=0.3, http_connect_timeout_seconds=0.3, failure_message=FAILURE))
     yield reg
     await reg.close()
