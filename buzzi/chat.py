@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from buzzi import clock
-from buzzi.broker.base import Broker
+from buzzi.broker.base import Broker, wake_inboxes
 from buzzi.config import Settings
 from buzzi.crypto import sha256_hex
 from buzzi.ids import new_id, new_session_id
@@ -84,6 +84,10 @@ class ChatService:
         if not company.subscription_active():
             raise ChatError(403, "Subscription not active")
         customer = _customer(body.get("customer"))
+        # Every session is a stored conversation, so creating them spends the company's budget like
+        # messages do. Counted only once the request is otherwise good: refused requests (and
+        # made-up company ids) neither spend a real company's budget nor create limiter keys.
+        await self.limiter.check(("company", company.id, self.settings.limits.company_per_minute))
         session_id = new_session_id()
         key = sha256_hex(session_id)
         conversation = await self.store.add(Conversation(
@@ -147,7 +151,7 @@ class ChatService:
             agent_id=session.agent_id, role="user", content=content, attachments=attachments, state=PENDING,
         )
         await self.store.add_user_message(message)
-        await self.broker.notify_inbox()
+        await wake_inboxes(self.broker)
         return message
 
     async def history(self, session: ChatSession, limit: int = 200) -> list[Message]:
@@ -172,8 +176,14 @@ def _customer(value: Any) -> dict[str, Any]:
     return customer
 
 
+# What a customer may see of a message's metadata: who wrote it and what the answer rests on.
+# Everything else (the operator's email, internal error codes, channel details) stays on the admin side.
+PUBLIC_METADATA = ("author", "sources", "confidence", "tokens", "kind")
+
+
 def render_message(message: Message) -> dict[str, Any]:
-    """A message as the chat API shows it (camelCase, SPEC)."""
+    """A message as the chat API shows it to the widget (camelCase, SPEC)."""
+    metadata = {k: message.metadata[k] for k in PUBLIC_METADATA if k in message.metadata}
     return {
         "id": message.id,
         "role": message.role,
@@ -181,5 +191,5 @@ def render_message(message: Message) -> dict[str, Any]:
         "attachments": message.attachments,
         "createdAt": clock.iso(message.created_at),
         "status": message.state,
-        **({"metadata": message.metadata} if message.metadata else {}),
+        **({"metadata": metadata} if metadata else {}),
     }

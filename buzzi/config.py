@@ -73,6 +73,7 @@ class ChatSettings:
     heartbeat_seconds: float
     retry_ms: int
     stream_buffer_events: int
+    max_streams_per_session: int
     handover_keywords: list[str]
     handover_message: str
     create_demo: bool
@@ -325,6 +326,7 @@ def _validate(s: Settings) -> None:
         "chat.heartbeat_seconds": s.chat.heartbeat_seconds,
         "chat.retry_ms": s.chat.retry_ms,
         "chat.stream_buffer_events": s.chat.stream_buffer_events,
+        "chat.max_streams_per_session": s.chat.max_streams_per_session,
         "limits.company_per_minute": s.limits.company_per_minute,
         "limits.session_per_minute": s.limits.session_per_minute,
         "limits.ip_per_minute": s.limits.ip_per_minute,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from buzzi.broker.base import Broker
@@ -11,6 +12,8 @@ from buzzi.events import complete, notification
 from buzzi.ids import new_id
 from buzzi.models import Conversation, Message
 from buzzi.store.base import Store
+
+log = logging.getLogger("buzzi.conversations")
 
 
 class ConversationError(Exception):
@@ -38,8 +41,10 @@ class ConversationService:
         updated = await self.store.update(Conversation, conversation.id, {"owner": owner})
         if updated is None:
             raise ConversationError(404, "Conversation not found")
+        # Who acted is the operators' business: it goes to the log, never to the customer's stream.
+        log.info("conversation %s: owner %s (%s)", conversation.id, owner, by)
         await self.publish(conversation.id, *_event(notification(
-            "handover", {"owner": owner, "by": by, **({"message": note} if note else {})})))
+            "handover", {"owner": owner, **({"message": note} if note else {})})))
         return updated
 
     async def human_reply(self, conversation: Conversation, content: Any, author: str) -> Message:
@@ -60,8 +65,8 @@ class ConversationService:
         await self.delivery.deliver(conversation, reply, None)
         return reply
 
-    async def typing(self, conversation: Conversation, author: str) -> None:
-        await self.publish(conversation.id, *_event(notification("typing", {"author": "human", "by": author})))
+    async def typing(self, conversation: Conversation) -> None:
+        await self.publish(conversation.id, *_event(notification("typing", {"author": "human"})))
 
 
 def _event(event: Any) -> tuple[str, dict[str, Any]]:

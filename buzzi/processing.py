@@ -3,6 +3,10 @@
 Exactly-once answers rest on two store guarantees: the claim lease (one node works on a message at
 a time; a dead node's message is claimed again after the lease) and the reply's unique dedupe key
 "reply:{message id}" (a second attempt can never store a second answer).
+
+A store or broker that does not answer says nothing about the message: the claim is handed back
+with a backoff and the message is answered once they are back. Such retries never use up the last
+attempt; only the agent's own failures (and a node dying mid-answer) end a message as failed.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 from buzzi.agents.base import AgentContext
 from buzzi.agents.registry import AgentRegistry
-from buzzi.broker.base import Broker
+from buzzi.broker.base import Broker, BrokerUnavailable
 from buzzi.channels.registry import ChannelRegistry
 from buzzi.chat import conversation_stream
 from buzzi.config import Settings
@@ -29,13 +33,14 @@ from buzzi.ids import new_id
 from buzzi.logs import log_fields
 from buzzi.metrics import Metrics
 from buzzi.models import DONE, FAILED, SKIPPED, WEB_CHANNEL, Agent, Company, Conversation, Document, Message
-from buzzi.store.base import Store
+from buzzi.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("buzzi.processing")
 
 HISTORY_LIMIT = 20
 RETRY = "retry"  # not a stored state: the claim is handed back to be tried again later
 RETRY_BASE_SECONDS = 2.0
+UNAVAILABLE = (StoreUnavailable, BrokerUnavailable)
 
 
 # ([conversation, agent, company], history) read before an answer starts
@@ -63,7 +68,10 @@ class TypingIndicator:
 
     async def _run(self, delivery: ReplyDelivery, conversation: Conversation, message: Message) -> None:
         while True:
-            await delivery.typing(conversation, message)
+            try:
+                await delivery.typing(conversation, message)
+            except StoreUnavailable as exc:  # a cosmetic indicator: the answer meets the outage on its own
+                log.debug("typing indicator skipped: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), TYPING_REFRESH_SECONDS)
                 return
@@ -75,6 +83,10 @@ class TypingIndicator:
         finally:
             if not self._task.done():
                 self._task.cancel()
+
+
+def complete_event(reply: Message) -> AgentEvent:
+    return AgentEvent("complete", {"content": reply.content, "metadata": {"messageId": reply.id, **reply.metadata}})
 
 
 class MessageProcessor:
@@ -114,6 +126,10 @@ class MessageProcessor:
             state, fields = await self._answer(message, prefetched)
         except asyncio.CancelledError:
             raise
+        except UNAVAILABLE as exc:
+            log_fields(log, logging.WARNING, "answer deferred: dependency unavailable", message=message.id,
+                       attempt=message.attempts, error=str(exc))
+            state, fields = RETRY, {"delay": self._retry_delay(message)}
         except Exception:
             log.exception("processing %s failed", message.id)
             state, fields = FAILED, {"metadata": {**message.metadata, "error": "internal error"}}
@@ -121,12 +137,30 @@ class MessageProcessor:
             lease.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lease
+        try:
+            await self._finish(message, state, fields)
+        except UNAVAILABLE as exc:
+            # Still our claim: once its lease runs out, whichever node claims it first answers it.
+            log_fields(log, logging.WARNING, "message left to its lease: store unavailable", message=message.id,
+                       error=str(exc))
+
+    async def _finish(self, message: Message, state: str, fields: dict[str, Any]) -> None:
         if state == RETRY:
-            if await self.store.defer_message(message.id, self.node_id, fields["delay"], count_attempt=True):
+            # A counted attempt marks the message as retried (the next attempt looks for a stored
+            # reply and has the widget drop a partial one), so the first retry always counts, and
+            # it lengthens the backoff. At the budget the attempt stops counting: a dependency
+            # outage outlasting the budget must not hit the inbox's "too many attempts", which is
+            # for messages that crash or kill their node. (An agent retry is always under budget.)
+            counted = message.attempts < max(2, self.settings.inbox.max_attempts)
+            if await self.store.defer_message(message.id, self.node_id, fields["delay"], count_attempt=counted):
                 return
             state, fields = FAILED, {}
         if not await self.store.finish_message(message.id, self.node_id, state, **fields):
             log.warning("lease on %s was lost before it finished; another node owns it", message.id)
+
+    @staticmethod
+    def _retry_delay(message: Message) -> float:
+        return min(60.0, RETRY_BASE_SECONDS * 2 ** (message.attempts - 1))
 
     async def _answer(self, message: Message, prefetched: Prefetched | None) -> tuple[str, dict[str, Any]]:
         # A handover or skip just ignores the prefetched history.
@@ -149,9 +183,14 @@ class MessageProcessor:
         # Only a retried message can already have a stored answer from an earlier attempt.
         stored = await self.store.find_one(Message, dedupe_key=f"reply:{message.id}") if message.attempts > 1 else None
         if stored is not None:
-            # An earlier attempt stored the answer and died before finishing: deliver, never re-answer.
+            # An earlier attempt stored the answer and died (or met an outage) before finishing:
+            # deliver, never re-answer.
             if stored.delivery.get("status") != "sent":
                 await self.delivery.deliver(conversation, stored, message)
+            if conversation.channel == WEB_CHANNEL:
+                # The widget may never have seen the earlier attempt's complete event; it dedupes
+                # by messageId, so a second one is harmless.
+                await self._publish(stream, complete_event(stored))
             return DONE, {}
         if message.attempts > 1:
             # The stream may hold a partial answer from the interrupted attempt: tell the client
@@ -171,7 +210,7 @@ class MessageProcessor:
                 return FAILED, failed  # the widget showed the error; the customer can ask again
             # Nobody watches a stream on a channel: retry what may pass, then say sorry.
             if outcome.retryable and message.attempts < self.settings.inbox.max_attempts:
-                return RETRY, {"delay": min(60.0, RETRY_BASE_SECONDS * 2 ** (message.attempts - 1))}
+                return RETRY, {"delay": self._retry_delay(message)}
             await self._tell_channel(conversation, message, self.settings.agents.failure_message, "failure")
             return FAILED, failed
         content, metadata = outcome
@@ -184,9 +223,18 @@ class MessageProcessor:
         if not await self.store.add_message_once(reply):
             return DONE, {}  # another attempt answered first
         await self.store.record_message(conversation.id, reply.created_at)
-        await self._publish(stream, AgentEvent("complete", {"content": content,
-                                                            "metadata": {"messageId": reply.id, **metadata}}))
+        unpublished: BrokerUnavailable | None = None
+        try:
+            await self._publish(stream, complete_event(reply))
+        except BrokerUnavailable as exc:
+            unpublished = exc  # the stored reply goes out on its channel regardless
         await self.delivery.deliver(conversation, reply, message)
+        if unpublished is not None:
+            log_fields(log, logging.WARNING, "complete event not published", message=message.id,
+                       channel=conversation.channel, error=str(unpublished))
+            if conversation.channel == WEB_CHANNEL:
+                # The widget learns of the answer only from the stream: the retry publishes it again.
+                return RETRY, {"delay": self._retry_delay(message)}
         return DONE, {}
 
     async def _tell_channel(self, conversation: Conversation, message: Message, text: str, kind: str) -> None:

@@ -24,6 +24,16 @@ log = logging.getLogger("buzzi.streams")
 
 HEARTBEAT = None  # what `events()` yields when a heartbeat comment is due
 
+RESYNC_MESSAGE = "Some earlier events are no longer available; reload the conversation."
+
+
+class TooManyStreams(Exception):
+    """The session already holds `limit` open streams on this node."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} open streams per session")
+        self.limit = limit
+
 
 class Closed:
     """`LiveStream.closed`: the Event interface (set / is_set / wait) without an Event's deque per
@@ -86,6 +96,7 @@ class StreamHub:
         self.node_id = node_id
         self.metrics = metrics
         self.live: set[LiveStream] = set()
+        self._by_stream: dict[str, set[LiveStream]] = {}
         self._dirty = asyncio.Event()
         self._presence_task: asyncio.Task[None] | None = None
         self.draining = False
@@ -97,7 +108,13 @@ class StreamHub:
         self._presence_task = asyncio.create_task(self._publish_presence(), name="presence")
 
     def open(self, stream: str, conversation_id: str, company_id: str, agent_id: str) -> LiveStream:
+        """Register a client's stream; TooManyStreams when its session already holds the most allowed.
+        The cap is per node: it bounds what one session id can tie up here (sockets, buffers)."""
+        limit = self.settings.chat.max_streams_per_session
+        if len(self._by_stream.get(stream, ())) >= limit:
+            raise TooManyStreams(limit)
         live = LiveStream(stream, conversation_id, company_id, agent_id)
+        self._by_stream.setdefault(stream, set()).add(live)
         self.live.add(live)
         self._idle.clear()
         self.metrics.sse_streams.set(len(self.live))
@@ -107,6 +124,11 @@ class StreamHub:
     def close(self, live: LiveStream) -> None:
         live.closed.set()
         self.live.discard(live)
+        same = self._by_stream.get(live.stream)
+        if same is not None:
+            same.discard(live)
+            if not same:
+                del self._by_stream[live.stream]
         if not self.live:
             self._idle.set()
         self.metrics.sse_streams.set(len(self.live))
@@ -115,21 +137,27 @@ class StreamHub:
     async def events(self, live: LiveStream, last_event_id: str | None) -> AsyncIterator[StreamEvent | None]:
         """Events for one client: replayed after last_event_id, then live; ends after a terminal
         event, on drain, or when the client falls too far behind (it resumes by Last-Event-ID).
-        Yields HEARTBEAT (None) when nothing happened for heartbeat_seconds."""
+        A last_event_id that is not an event id counts as none. Yields HEARTBEAT (None) when nothing
+        happened for heartbeat_seconds."""
         chat = self.settings.chat
         sub = self.broker.subscribe(live.stream, maxsize=chat.stream_buffer_events)
         live.closed.on_set = sub.close
         try:
             if live.closed.is_set():
                 return
-            if last_event_id is None:
+            resume_seq = parse_event_id(last_event_id)
+            if resume_seq is None:
                 # A fresh client starts at the present: history comes from GET .../messages.
+                # A malformed id counts as none: treating it as 0 would replay the whole log.
                 last_seq = int(await self.broker.last_id(live.stream) or 0)
             else:
-                last_seq = _seq(last_event_id)
+                last_seq = resume_seq
                 if last_seq and await self._log_reset(live.stream, last_seq):
                     last_seq = 0  # the ids started again: everything in the new log is new to this client
                 replay = await self.broker.replay(live.stream, str(last_seq))
+                if _gap(replay, last_seq):
+                    yield self._resync(live, replay[0])
+                    return
                 for i, event in enumerate(replay):
                     last_seq = event.seq
                     live.queued = len(replay) - i - 1 + sub.pending()
@@ -155,6 +183,9 @@ class StreamHub:
                                 live.conversation_id)
                     last_seq = 0
                     replay = await self.broker.replay(live.stream, "0")  # holds this event too
+                    if _gap(replay, last_seq):
+                        yield self._resync(live, replay[0])
+                        return
                     for i, event in enumerate(replay):
                         last_seq = event.seq
                         live.queued = len(replay) - i - 1 + sub.pending()
@@ -170,6 +201,19 @@ class StreamHub:
         finally:
             live.closed.on_set = None
             sub.close()
+
+    def _resync(self, live: LiveStream, oldest_kept: StreamEvent) -> StreamEvent:
+        """The terminal `error` that tells a client events it never got were trimmed from the log, so
+        it must reload the conversation (GET .../messages) instead of trusting its stream.
+
+        It is not in the log. Its id is the one just before the oldest event kept: above the client's
+        last id (ids only grow for it, unless the log itself was reset), and the browser's automatic
+        reconnect (Last-Event-ID = this id) then gets every event still kept, with no second resync."""
+        log.warning("stream %s: the event log no longer holds what the client missed; asking it to resync",
+                    live.conversation_id)
+        live.queued = 0
+        data = {"code": "resync", "message": RESYNC_MESSAGE, "retryable": True}
+        return StreamEvent(str(oldest_kept.seq - 1), "error", data)
 
     async def _log_reset(self, stream: str, last_seq: int) -> bool:
         """True when the stream's ids started again below `last_seq`: a Redis that restarted without
@@ -219,8 +263,17 @@ class StreamHub:
             await asyncio.sleep(0.2)  # coalesce bursts of connects/disconnects
 
 
-def _seq(event_id: str) -> int:
-    try:
-        return max(0, int(event_id.strip()))
-    except (ValueError, AttributeError):
-        return 0
+def parse_event_id(value: str | None) -> int | None:
+    """An event id as a client sends it back (Last-Event-ID), or None when it is not one. ASCII
+    digits only: int() would also take "-5", "+5", " 5_0" or non-ASCII digits."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > 20 or not (value.isascii() and value.isdigit()):
+        return None
+    return int(value)
+
+
+def _gap(replay: list[StreamEvent], last_seq: int) -> bool:
+    """True when the log was trimmed past the client: its next event is no longer there."""
+    return bool(replay) and replay[0].seq > last_seq + 1

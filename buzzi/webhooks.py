@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import logging
 import re
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from buzzi import clock
-from buzzi.broker.base import Broker, BrokerUnavailable
+from buzzi.broker.base import Broker, BrokerUnavailable, wake_inboxes
 from buzzi.channels.base import (
     ChannelAdapter,
     InboundMessage,
@@ -38,7 +39,24 @@ log = logging.getLogger("buzzi.webhooks")
 
 SECRET_HEADERS = ("authorization", "x-hub-signature", "x-hub-signature-256", "x-slack-signature",
                   "x-telegram-bot-api-secret-token", "webhook-signature", "cookie")
-_SECRET_JSON = re.compile(r'("(?:[a-z_]*token|secret|password|api_?key)"\s*:\s*)"[^"]*"', re.IGNORECASE)
+# Every string value under a key naming a credential (client_secret, appPassword, access_token,
+# x-api-key...) anywhere in the body: a custom sender's payload may carry its own secrets, and the
+# log is shown in the dashboard. Keys are split into words so "secretary" or "tokens" stay readable.
+_JSON_STRING_FIELD = re.compile(r'("((?:[^"\\]|\\.)*)"\s*:\s*)"(?:[^"\\]|\\.)*"')
+_KEY_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+_SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "pwd", "apikey", "credential", "credentials"})
+
+
+def _names_a_secret(key: str) -> bool:
+    words = [w.lower() for w in _KEY_WORDS.findall(key)]
+    joined = {a + b for a, b in itertools.pairwise(words)}  # "api" "key" -> "apikey"
+    return not _SECRET_WORDS.isdisjoint(words) or not _SECRET_WORDS.isdisjoint(joined)
+
+
+def _mask(match: re.Match[str]) -> str:
+    return f'{match.group(1)}"[redacted]"' if _names_a_secret(match.group(2)) else match.group(0)
+
+
 BODY_EXCERPT = 4096
 # Trimming the delivery log to its retention sorts the kept window: do it every retention/20 events
 # per webhook (at most 5% over the retention) instead of on every request.
@@ -70,7 +88,7 @@ def redact_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 def redact_body(body: bytes) -> str:
-    return _SECRET_JSON.sub(r'\1"[redacted]"', body[:BODY_EXCERPT].decode("utf-8", errors="replace"))
+    return _JSON_STRING_FIELD.sub(_mask, body[:BODY_EXCERPT].decode("utf-8", errors="replace"))
 
 
 def ip_allowed(ip: str, allowlist: list[str]) -> bool:
@@ -178,7 +196,7 @@ class WebhookService:
                     self._spawn(self.media.fetch(webhook, message))
         if not new_ids:
             return webhook, _json(200, "duplicate", {"status": "duplicate"})
-        await self.broker.notify_inbox()
+        await wake_inboxes(self.broker)
         return webhook, _json(200, "ok", {"status": "ok"}, message_ids=new_ids)
 
     async def _store_message(self, webhook: Webhook, inbound: InboundMessage) -> Message | None:

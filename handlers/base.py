@@ -37,11 +37,54 @@ class ApiError(Exception):
 def parse_json_object(body: bytes, what: str = "body") -> dict[str, Any]:
     try:
         data = json.loads(body or b"")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ApiError(400, f"Invalid JSON {what}") from None
     if not isinstance(data, dict):
         raise ApiError(400, f"JSON {what} must be an object")
+    field = _first_non_utf8_field(data)
+    if field is not None:
+        raise ApiError(400, f"{field}: not valid Unicode text (lone surrogate)")
     return data
+
+
+def _first_non_utf8_field(data: dict[str, Any]) -> str | None:
+    """The path (`a.b[0].c`) of the first key or string that UTF-8 cannot encode, or None.
+
+    JSON lets "\\ud800" (and json.loads lets raw CESU-8 bytes) through as a lone UTF-16 surrogate;
+    stored, it breaks every later write of it (SSE, channel sends, the dashboard). Iterative, so a
+    deeply nested body cannot exhaust the stack."""
+    pending: list[tuple[str, Any]] = [("", data)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            if not _utf8_ok(value):
+                return path
+        elif isinstance(value, dict):
+            children = []
+            for key, item in value.items():
+                child = f"{path}.{_printable(key)}" if path else _printable(key)
+                if not _utf8_ok(key):
+                    return child
+                children.append((child, item))
+            pending.extend(reversed(children))  # depth first, in document order
+        elif isinstance(value, list):
+            pending.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(value))))
+    return None
+
+
+def _utf8_ok(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(key: str) -> str:
+    # The key itself may be the bad text; escape it so the error message can be written.
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class BaseHandler(tornado.web.RequestHandler):

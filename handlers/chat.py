@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from typing import Any
 
 import tornado.iostream
@@ -12,7 +13,7 @@ import tornado.iostream
 from buzzi import clock
 from buzzi.chat import ChatError, ChatSession, render_message
 from buzzi.ratelimit import RateLimited
-from buzzi.streams import HEARTBEAT
+from buzzi.streams import HEARTBEAT, TooManyStreams, parse_event_id
 from handlers.base import ApiError, BaseHandler
 
 log = logging.getLogger("buzzi.handlers.chat")
@@ -57,6 +58,13 @@ class ChatHandler(BaseHandler):
         elif isinstance(e, RateLimited):
             e = ApiError(429, "Rate limit exceeded", headers={"Retry-After": str(e.retry_after)},
                          extra={"retryAfter": e.retry_after})
+        elif isinstance(e, TooManyStreams):
+            # A place frees up as soon as one of the session's streams ends; the widget's own
+            # reconnect delay is a fair hint for when to try again.
+            retry_after = max(1, math.ceil(self.gateway.settings.chat.retry_ms / 1000))
+            e = ApiError(429, "Too many open streams for this session",
+                         headers={"Retry-After": str(retry_after)},
+                         extra={"retryAfter": retry_after, "limit": e.limit})
         super()._handle_request_exception(e)
 
 
@@ -95,18 +103,18 @@ class HistoryHandler(ChatHandler):
 
 class StreamHandler(ChatHandler):
     """GET /api/chat/{sid}/stream. `Last-Event-ID` (or ?lastEventId= for a widget that reloaded)
-    resumes after that event; without it the stream starts at the present."""
+    resumes after that event; without a valid one the stream starts at the present."""
 
     async def get(self, session_id: str) -> None:
         if self.gateway.draining:
             raise ApiError(503, "Unavailable")
         session = await self.session(session_id)
-        last_event_id = self.request.headers.get("Last-Event-ID") or self.get_query_argument("lastEventId", None)
+        last_event_id = self._last_event_id()
         hub = self.gateway.streams
+        live = hub.open(session.stream, session.conversation_id, session.company_id, session.agent_id)
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
-        live = hub.open(session.stream, session.conversation_id, session.company_id, session.agent_id)
         self._live = live
         try:
             self.write(f"retry: {self.gateway.settings.chat.retry_ms}\n\n")
@@ -116,7 +124,9 @@ class StreamHandler(ChatHandler):
                 if event is HEARTBEAT:
                     self.write(": heartbeat\n\n")
                 else:
-                    data = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
+                    # ASCII escapes: text that is not valid Unicode (a lone surrogate from an agent)
+                    # must not make the write fail; JSON.parse restores every other character exactly.
+                    data = json.dumps(event.data, separators=(",", ":"), ensure_ascii=True)
                     self.write(f"id: {event.id}\nevent: {event.event}\ndata: {data}\n\n")
                     unflushed += 1
                     # A burst already queued goes out in one write; nothing waits for more to come.
@@ -135,6 +145,14 @@ class StreamHandler(ChatHandler):
             hub.close(live)
         if not self._finished:
             self.finish()
+
+    def _last_event_id(self) -> str | None:
+        """The browser's Last-Event-ID (sent on its automatic reconnects) wins over the ?lastEventId=
+        the page opened the stream with; one that is not an event id counts as absent."""
+        for value in (self.request.headers.get("Last-Event-ID"), self.get_query_argument("lastEventId", None)):
+            if parse_event_id(value) is not None:
+                return value
+        return None
 
     async def _flush(self) -> None:
         await asyncio.wait_for(self.flush(), WRITE_TIMEOUT_SECONDS)

@@ -141,7 +141,7 @@
   }
 
   // ---- session and stream
-  var sessionId = null, source = null, starting = null;
+  var sessionId = null, source = null, starting = null, wait = 1000;
 
   function chat(path) { return "/api/chat/" + encodeURIComponent(sessionId) + path; }
 
@@ -194,6 +194,7 @@
     source = new EventSource(cfg.api + chat("/stream?lastEventId=" + encodeURIComponent(lastEventId)));
     ["thinking", "tool_call", "delta", "complete", "error", "notification"].forEach(function (name) {
       source.addEventListener(name, function (ev) {
+        wait = 1000;
         if (ev.lastEventId) store.set("lastEventId", ev.lastEventId);
         var data;
         try { data = JSON.parse(ev.data) || {}; } catch (e) { return; }
@@ -202,7 +203,8 @@
     });
     source.onerror = function () {
       // CLOSED: the browser gave up (a 401 after the session expired, a 503 from a draining node).
-      if (source && source.readyState === EventSource.CLOSED) { source = null; recover(1000); }
+      // Refused again and again (429: too many tabs)? Back off, up to 30 s.
+      if (source && source.readyState === EventSource.CLOSED) { source = null; recover(wait); wait = Math.min(wait * 2, 3e4); }
     };
   }
 
@@ -247,6 +249,8 @@
     error: function (d) {
       dropPartial();
       if (d.code === "interrupted") { setStatus("One moment, the answer is being written again\u2026"); return; }
+      // Events were trimmed before we read them: history has them.
+      if (d.code === "resync") { source.close(); source = null; return resume(); }
       setStatus("");
       systemLine(d.retryable ? "Sorry, something went wrong. Please try again."
         : "Sorry, the assistant can't answer right now.", true);

@@ -83,4 +83,4 @@ class AdminConversations:
 
     async def typing(self, principal: Principal, conversation_id: str) -> None:
         conversation = await scope.conversation(self.store, principal, conversation_id)
-        await self.service.typing(conversation, principal.email)
+        await self.service.typing(conversation)

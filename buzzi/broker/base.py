@@ -11,8 +11,11 @@ node and every client compares them the same way.
 from __future__ import annotations
 
 import abc
+import logging
 from dataclasses import dataclass
 from typing import Any
+
+_log = logging.getLogger("buzzi.broker")
 
 
 @dataclass(frozen=True)
@@ -142,3 +145,18 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def wait_inbox(self, timeout: float) -> bool:
         """Wait for a wake-up; True if one came before the timeout."""
+
+
+async def wake_inboxes(broker: Broker) -> bool:
+    """Wake every node after new work was stored, best effort.
+
+    The work is already committed and every inbox polls the store, so a broker outage only delays
+    the answer by one poll: it must not turn an accepted request into an error (whose retry would
+    store the message twice). False when the broker did not answer.
+    """
+    try:
+        await broker.notify_inbox()
+    except BrokerUnavailable as exc:
+        _log.warning("inbox wake-up not sent (%s): the next poll picks the work up", exc)
+        return False
+    return True

@@ -89,10 +89,15 @@ async def test_human_takeover_reply_reaches_the_widget(gw: RunningGateway, owner
     assert names == [("notification", "handover"), ("notification", "typing"), ("complete", None)]
     assert seen[-1].data["content"] == "Hello from a person"
     assert seen[-1].data["metadata"]["author"] == "human"
+    # The operator's email is for the dashboard: nothing the customer's browser receives carries it.
+    assert all("admin@localhost" not in json.dumps(e.data) for e in seen)
 
     history = await call(gw, "GET", f"/api/chat/{sid}/messages", None)
     items = history["messages"] if isinstance(history, dict) else history
     assert [(m["role"], m["content"]) for m in items] == [("human", "Hello from a person")]
+    assert items[0]["metadata"] == {"author": "human"} and "admin@localhost" not in json.dumps(history)
+    # The admin API still says who answered.
+    assert (await call(gw, "GET", f"{base}/messages", owner))[0]["metadata"]["by"] == "admin@localhost"
 
     released = await call(gw, "POST", f"{base}/handover", owner, {"action": "release"})
     assert released["owner"] == "bot"

@@ -10,7 +10,7 @@ from playwright.async_api import expect
 from buzzi.bootstrap import DEMO_DOCUMENTS
 from buzzi.chat import conversation_stream
 from buzzi.ids import new_id
-from buzzi.models import Agent, Company, Conversation
+from buzzi.models import Agent, Company, Conversation, Message
 from tests.browser.helpers import (
     RECORDER,
     PausingAgentService,
@@ -162,3 +162,35 @@ async def test_a_stale_stored_session_is_replaced_by_a_new_one(demo_gw, page):
     await page.wait_for_function("k => localStorage.getItem(k) !== 's_' + 'x'.repeat(43)", arg=key)
     await ask(page, "what are your opening hours?")
     await expect(page.locator(".msg.assistant[data-id]")).to_have_text([OPENING_HOURS])
+
+
+async def test_events_trimmed_while_offline_are_fetched_from_history(make_settings, page):
+    # A log of 3 events per session: a widget that misses more is told to resync (SPEC §3 replay).
+    async with running_gateway(make_settings, chat={"create_demo": True, "retry_ms": 200},
+                               broker={"event_log_size": 3}) as gw:
+        await page.goto(gw.base_url + "/demo")
+        await wait_for_session(page, *gw.gateway.demo)
+        conversation = (await gw.store.find(Conversation))[0]
+        stream = conversation_stream(conversation.id)
+
+        await page.route("**/stream*", lambda route: route.abort())  # the network drops
+        for live in set(gw.gateway.streams.live):
+            live.closed.set()
+        await wait_until(lambda: not gw.gateway.streams.live)
+
+        # Two answers while the widget is away; the first one falls out of the event log entirely.
+        for mid, words in (("m_gone", ["Gone ", "from the log."]), ("m_kept", ["Still ", "in ", "the log."])):
+            await gw.store.add(Message(id=mid, conversation_id=conversation.id, company_id=conversation.company_id,
+                                       agent_id=conversation.agent_id, role="assistant", content="".join(words),
+                                       state="stored"))
+            for word in words:
+                await gw.gateway.broker.publish(stream, "delta", {"content": word})
+            await gw.gateway.broker.publish(stream, "complete",
+                                            {"content": "".join(words), "metadata": {"messageId": mid}})
+
+        await page.unroute("**/stream*")
+        await expect(page.locator(".msg.assistant[data-id]")).to_have_text(["Gone from the log.", "Still in the log."])
+        await expect(page.locator(".msg.assistant")).to_have_count(2)
+        await expect(page.locator(".system.error")).to_have_count(0)
+        await wait_until(lambda: bool(gw.gateway.streams.live))  # and it listens again
+        assert page.watch.page_errors == []

@@ -197,3 +197,36 @@ async def test_get_many_reads_several_kinds(store: Store) -> None:
     msg = await store.add(message("x"))
     got = await store.get_many((Conversation, conv.id), (Message, "m_missing"), (Message, msg.id))
     assert [g.id if g else None for g in got] == [conv.id, None, msg.id]
+
+
+async def test_claim_message_takes_that_one_message_once(store: Store, stores: list[Store]) -> None:
+    older = await store.add(message("older", created_at=1.0))
+    mine = await store.add(message("mine", created_at=2.0))
+    # Several nodes race for the message one of them just stored: exactly one gets it.
+    results = await asyncio.gather(*(s.claim_message(mine.id, f"node-{i}", 60) for i, s in enumerate(stores)))
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    (won,) = winners
+    assert won.id == mine.id and won.state == PROCESSING and won.attempts == 1
+    assert won.lease_until is not None and won.lease_owner.startswith("node-")
+    # Neither the loop nor a later fast path takes it again; the older message is untouched.
+    assert await store.claim_message(mine.id, "node-x", 60) is None
+    assert (await store.claim_next_message("node-x", 60)).id == older.id
+    assert await store.claim_message("m_missing", "node-x", 60) is None
+
+
+async def test_claim_message_skips_a_message_the_loop_claimed(store: Store) -> None:
+    msg = await store.add(message())
+    assert (await store.claim_next_message("node-a", 60)).id == msg.id
+    assert await store.claim_message(msg.id, "node-b", 60) is None
+    assert (await store.get(Message, msg.id)).lease_owner == "node-a"
+
+
+async def test_add_user_message_stores_and_counts(store: Store) -> None:
+    conv = await store.add(conversation("wh_1:counted"))
+    msg = message(created_at=50.0)
+    msg.conversation_id = conv.id
+    added = await store.add_user_message(msg)
+    assert (await store.get(Message, added.id)).state == PENDING
+    counted = await store.get(Conversation, conv.id)
+    assert counted.message_count == 1 and counted.last_message_at == 50.0

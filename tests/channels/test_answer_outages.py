@@ -1,0 +1,90 @@
+"""A store or broker outage while a channel message is answered: the message waits for the
+dependency and is answered once, never marked failed, and a stored reply always reaches the channel."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from buzzi import processing
+from buzzi.broker.base import BrokerUnavailable
+from buzzi.config import Settings
+from buzzi.models import Message
+from buzzi.store.base import StoreUnavailable
+from tests.channels.outage import Outage, Predicate
+from tests.webhooks.kit import ANSWER, ChannelLab, Signed, channel_lab
+
+
+@pytest.fixture
+async def lab(make_settings: Callable[..., Settings]) -> AsyncIterator[ChannelLab]:
+    async with channel_lab(make_settings) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(processing, "RETRY_BASE_SECONDS", 0.05)
+
+
+def store_down() -> Exception:
+    return StoreUnavailable("sqlite: disk I/O error")
+
+
+def broker_down() -> Exception:
+    return BrokerUnavailable("Redis broker at redis://broker:6379: Connection refused")
+
+
+def storing_a_reply(message: Message) -> bool:
+    return message.role == "assistant"
+
+
+def publishing(name: str) -> Predicate:
+    def matches(stream: str, event: str, data: dict[str, Any]) -> bool:
+        return event == name
+    return matches
+
+
+def question(lab: ChannelLab) -> Signed:
+    return lab.message("telegram", "Which colors does it come in?")
+
+
+async def assert_answered_once(lab: ChannelLab, attempts: int) -> None:
+    [reply] = await lab.replies("telegram")
+    assert reply.content == ANSWER
+    [user] = await lab.settled("telegram")
+    assert user.state == "done" and user.attempts == attempts
+    assert [sent["text"] for sent in lab.sends("telegram")] == [ANSWER]
+    assert await lab.messages("telegram", role="system") == []  # no apology
+
+
+async def test_a_store_outage_while_answering_is_retried_not_failed(lab: ChannelLab) -> None:
+    with Outage(lab.gw.store, "add_message_once", store_down, when=storing_a_reply) as outage:
+        status, _, _ = await lab.post("telegram", question(lab))
+        assert status == 200
+        await assert_answered_once(lab, attempts=2)
+    assert outage.raised == 1
+
+
+async def test_a_store_outage_longer_than_the_retry_budget_is_still_answered(lab: ChannelLab) -> None:
+    budget = lab.gw.gateway.settings.inbox.max_attempts
+    with Outage(lab.gw.store, "add_message_once", store_down, times=budget + 2, when=storing_a_reply) as outage:
+        await lab.post("telegram", question(lab))
+        await assert_answered_once(lab, attempts=budget)
+    assert outage.raised == budget + 2
+
+
+async def test_a_broker_outage_while_answering_is_retried_not_failed(lab: ChannelLab) -> None:
+    with Outage(lab.gw.gateway.broker, "publish", broker_down, when=publishing("delta")) as outage:
+        await lab.post("telegram", question(lab))
+        await assert_answered_once(lab, attempts=2)
+    assert outage.raised == 1
+
+
+async def test_a_complete_event_the_broker_refuses_does_not_hold_back_the_channel_reply(lab: ChannelLab) -> None:
+    with Outage(lab.gw.gateway.broker, "publish", broker_down, times=10**6, when=publishing("complete")) as outage:
+        await lab.post("telegram", question(lab))
+        # Only live viewers of the stream miss the event; the customer's answer is not retried for it.
+        await assert_answered_once(lab, attempts=1)
+    assert outage.raised == 1
