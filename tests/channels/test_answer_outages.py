@@ -4,16 +4,12 @@ dependency and is answered once, never marked failed, and a stored reply always 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 
 from buzzi import processing
-from buzzi.broker.base import BrokerUnavailable
 from buzzi.config import Settings
-from buzzi.models import Message
-from buzzi.store.base import StoreUnavailable
-from tests.channels.outage import Outage, Predicate
+from tests.support.outage import Outage, broker_down, publishing, store_down, storing_a_reply
 from tests.webhooks.kit import ANSWER, ChannelLab, Signed, channel_lab
 
 
@@ -27,23 +23,6 @@ async def lab(make_settings: Callable[..., Settings]) -> AsyncIterator[ChannelLa
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(processing, "RETRY_BASE_SECONDS", 0.05)
 
-
-def store_down() -> Exception:
-    return StoreUnavailable("sqlite: disk I/O error")
-
-
-def broker_down() -> Exception:
-    return BrokerUnavailable("Redis broker at redis://broker:6379: Connection refused")
-
-
-def storing_a_reply(message: Message) -> bool:
-    return message.role == "assistant"
-
-
-def publishing(name: str) -> Predicate:
-    def matches(stream: str, event: str, data: dict[str, Any]) -> bool:
-        return event == name
-    return matches
 
 
 def question(lab: ChannelLab) -> Signed:

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 
 from buzzi import processing
-from buzzi.broker.base import BrokerUnavailable
 from buzzi.config import Settings
 from buzzi.models import Agent, Message
-from buzzi.store.base import StoreUnavailable
-from tests.channels.outage import Outage, Predicate
 from tests.chat.conftest import create_faq_agent, new_session
 from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.outage import Outage, broker_down, publishing, store_down, storing_a_reply
 from tests.support.sse import SseEvent, collect_until_terminal
 from tests.support.waiting import wait_until
 
@@ -66,23 +63,6 @@ async def settled_user_message(gw: RunningGateway) -> Message:
 
     return await wait_until(check)
 
-
-def broker_down() -> Exception:
-    return BrokerUnavailable("Redis broker at redis://broker:6379: Connection refused")
-
-
-def store_down() -> Exception:
-    return StoreUnavailable("sqlite: database is locked")
-
-
-def storing_a_reply(message: Message) -> bool:
-    return message.role == "assistant"
-
-
-def publishing(name: str) -> Predicate:
-    def matches(stream: str, event: str, data: dict[str, Any]) -> bool:
-        return event == name
-    return matches
 
 
 async def test_a_complete_event_the_broker_missed_is_published_on_retry(gw: RunningGateway, faq_agent: Agent) -> None:

@@ -12,6 +12,10 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
+from buzzi.broker.base import BrokerUnavailable
+from buzzi.models import Message
+from buzzi.store.base import StoreUnavailable
+
 Predicate = Callable[..., bool]
 
 
@@ -44,3 +48,22 @@ class Outage:
                  tb: TracebackType | None) -> None:
         # The bound method lives on the class: dropping the instance attribute restores it.
         delattr(self.target, self.method)
+
+
+def store_down() -> Exception:
+    return StoreUnavailable("sqlite: database is locked")
+
+
+def broker_down() -> Exception:
+    return BrokerUnavailable("Redis broker at redis://broker:6379: Connection refused")
+
+
+def storing_a_reply(message: Message) -> bool:
+    return message.role == "assistant"
+
+
+def publishing(name: str) -> Predicate:
+    """Matches Broker.publish calls of one event name."""
+    def matches(stream: str, event: str, data: dict[str, Any]) -> bool:
+        return event == name
+    return matches
