@@ -19,7 +19,9 @@ class WebhookHandler(BaseHandler):
     async def _handle(self, company_id: str, agent_id: str, channel: str, webhook_id: str) -> None:
         request = WebhookRequest(
             method=self.request.method or "POST",
-            headers={k.lower(): v for k, v in self.request.headers.get_all()},
+            # A repeated header is one comma-joined value (RFC 9110 §5.3), never "the last one wins":
+            # a signature header sent twice then matches no signature.
+            headers={k.lower(): v for k, v in self.request.headers.items()},
             body=self.request.body,  # raw bytes: signatures are checked on exactly these
             query={k: self.get_query_argument(k) for k in self.request.query_arguments},
             remote_ip=self.client_ip,

@@ -14,6 +14,8 @@ from tests.support.fake_meta import WA_STATUS_SAMPLE
 from tests.webhooks.kit import CHANNELS, META, ChannelLab, Signed, channel_lab
 
 INVALID = (404, {"error": "Invalid webhook"})
+SIGNATURE_HEADERS = {"x-hub-signature-256", "x-telegram-bot-api-secret-token", "x-slack-signature",
+                     "authorization", "webhook-signature"}
 
 
 async def assert_nothing_stored(lab: ChannelLab) -> None:
@@ -104,6 +106,20 @@ async def test_missing_or_wrong_signature(lab: ChannelLab, channel: str) -> None
     wrong = Signed(signed.body, {**signed.headers, secret_header: signed.headers[secret_header][:-6] + "AAAAAA"}, "")
     for request in (missing, wrong):
         assert (await lab.post(channel, request))[:2] == (401, {"error": "Invalid signature"})
+    await assert_nothing_stored(lab)
+    assert (await lab.post(channel, signed))[:2] == (200, {"status": "ok"})
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+async def test_a_repeated_signature_header_is_refused(lab: ChannelLab, channel: str) -> None:
+    # A proxy or attacker adding a second copy must not get to choose which one is checked.
+    signed = lab.message(channel)
+    name = next(k for k in signed.headers if k.lower() in SIGNATURE_HEADERS)
+    good = signed.headers[name]
+    for pair in ((good[:-6] + "AAAAAA", good), (good, good[:-6] + "AAAAAA")):
+        headers = [(k, v) for k, v in signed.headers.items() if k != name] + [(name, v) for v in pair]
+        async with lab.gw.http.post(lab.gw.base_url + lab.path(channel), data=signed.body, headers=headers) as resp:
+            assert (resp.status, await resp.json()) == (401, {"error": "Invalid signature"})
     await assert_nothing_stored(lab)
     assert (await lab.post(channel, signed))[:2] == (200, {"status": "ok"})
 
