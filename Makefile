@@ -31,7 +31,7 @@ lint: $(STAMP_TEST)
 	$(BIN)/ruff check .
 
 bench: $(STAMP_TEST)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

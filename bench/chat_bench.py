@@ -165,7 +165,8 @@ async def server(name: str, tmp: Path, log_level: str) -> AsyncIterator[Server]:
         data = tempfile.mkdtemp(dir=tmp)
         env = {**os.environ, **LIMITS, "BUZZI_STORE_URL": f"sqlite:///{data}/bench.sqlite3",
                "BUZZI_BROKER_URL": "memory://", "BUZZI_SERVER_DATA_DIR": data, "BUZZI_CHAT_CREATE_DEMO": "true",
-               "BUZZI_ADMIN_PASSWORD": "bench-admin-password", "BUZZI_SERVER_LOG_LEVEL": log_level}
+               "BUZZI_ADMIN_PASSWORD": "bench-admin-password", "BUZZI_SERVER_LOG_LEVEL": log_level,
+               "BUZZI_SECURITY_ALLOW_PRIVATE_NETWORKS": "true"}  # any bench agent/platform is on 127.0.0.1
         module, ready = "bench.gateway_node", "bench-ready"
     else:
         env, module, ready = dict(os.environ), "bench.bare_sse_server", "ready"

@@ -214,7 +214,8 @@ async def main() -> None:
                    "BUZZI_ADMIN_PASSWORD": "bench-admin-password", "BUZZI_CHAT_CREATE_DEMO": "false",
                    "BUZZI_SERVER_DATA_DIR": tmp, "BUZZI_SERVER_LOG_LEVEL": args.log_level,
                    "BUZZI_WHATSAPP_API_BASE": graph, "BUZZI_LIMITS_WEBHOOK_PER_MINUTE": "100000000",
-                   "BUZZI_LIMITS_COMPANY_PER_MINUTE": "100000000"}
+                   "BUZZI_LIMITS_COMPANY_PER_MINUTE": "100000000",
+                   "BUZZI_SECURITY_ALLOW_PRIVATE_NETWORKS": "true"}  # any bench agent/platform is on 127.0.0.1
             if args.inbox_concurrency:
                 env["BUZZI_INBOX_CONCURRENCY"] = str(args.inbox_concurrency)
             gateway_cmd = [python, *(["-m", "cProfile", "-o", args.profile] if args.profile else []), "run.py"]

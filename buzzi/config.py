@@ -63,6 +63,8 @@ class SecuritySettings:
     admin_email: str
     token_ttl_seconds: int
     login_attempts_per_minute: int
+    allow_private_networks: bool
+    allowed_private_cidrs: list[str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,6 +299,11 @@ def _validate(s: Settings) -> None:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             raise ConfigError(f"server.trusted_proxies: {cidr!r} is not a CIDR") from None
+    for cidr in s.security.allowed_private_cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"security.allowed_private_cidrs: {cidr!r} is not a CIDR") from None
     scheme = urlparse(s.store.url).scheme
     require(
         scheme in ("sqlite", "mongodb", "mongodb+srv"),

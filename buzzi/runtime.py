@@ -20,6 +20,7 @@ from buzzi.config import Settings
 from buzzi.crypto import SecretBox
 from buzzi.inbox import InboxWorker
 from buzzi.metrics import Metrics
+from buzzi.netguard import NetPolicy
 from buzzi.processing import MessageProcessor
 from buzzi.ratelimit import RateLimiter
 from buzzi.store import Store, open_store
@@ -60,9 +61,11 @@ class Gateway:
             database=settings.store.mongodb_database,
         )
         self.broker: Broker = open_broker(settings.broker.url, settings.broker, self.node_id)
-        self.agents = AgentRegistry(settings.agents)
+        self.net_policy = NetPolicy.from_settings(settings.security)
+        self.agents = AgentRegistry(settings.agents, self.net_policy)
         self.channels = ChannelRegistry(
-            settings.channels, replay_window_seconds=settings.webhooks.replay_window_seconds
+            settings.channels, replay_window_seconds=settings.webhooks.replay_window_seconds,
+            net_policy=self.net_policy,
         )
         self.limiter = RateLimiter(self.broker, settings.limits, self.metrics)
         self.streams = StreamHub(self.broker, settings, self.node_id, self.metrics)

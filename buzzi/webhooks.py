@@ -63,6 +63,9 @@ BODY_EXCERPT = 4096
 PRUNE_FRACTION = 20
 # Delivery-log entries written per store call at most (the rest wait for the next call).
 EVENT_BATCH = 200
+# Senders whose profile lookup failed are not asked again for an hour; the memory is bounded.
+PROFILE_RETRY_SECONDS = 3600.0
+PROFILE_MEMORY = 10_000
 
 
 @dataclass
@@ -126,6 +129,7 @@ class WebhookService:
         # request, and an idle gateway writes each entry at once.
         self._events: list[WebhookEvent] = []
         self._writer: asyncio.Task[None] | None = None
+        self._profiles_tried: dict[str, float] = {}  # "webhook:sender" -> when its profile was asked
 
     async def handle(self, company_id: str, agent_id: str, channel: str, webhook_id: str,
                      request: WebhookRequest) -> WebhookResult:
@@ -192,6 +196,8 @@ class WebhookService:
             if message is not None:
                 new_ids.append(message.id)
                 self._spawn(self._acknowledge(adapter, webhook, inbound))
+                if adapter.looks_up_profiles and not inbound.sender_name and inbound.sender_id:
+                    self._spawn(self._learn_name(adapter, webhook, message.conversation_id, inbound.sender_id))
                 if self.media.wanted(message):  # in the background: the 200 never waits on a download
                     self._spawn(self.media.fetch(webhook, message))
         if not new_ids:
@@ -224,6 +230,31 @@ class WebhookService:
             await adapter.acknowledge(webhook, inbound)
         except Exception as exc:  # noqa: BLE001 - a receipt never fails the webhook
             log.debug("acknowledge failed on %s: %s", webhook.channel, exc.__class__.__name__)
+
+    async def _learn_name(self, adapter: ChannelAdapter, webhook: Webhook, conversation_id: str,
+                          sender_id: str) -> None:
+        """Put the customer's name on the conversation (dashboard, agent context) where the webhook
+        has none; once per conversation, and at most once an hour per sender when the API fails."""
+        key = f"{webhook.id}:{sender_id}"
+        now = time.monotonic()
+        if now - self._profiles_tried.get(key, -PROFILE_RETRY_SECONDS) < PROFILE_RETRY_SECONDS:
+            return
+        if len(self._profiles_tried) >= PROFILE_MEMORY:
+            self._profiles_tried = {k: t for k, t in self._profiles_tried.items() if now - t < PROFILE_RETRY_SECONDS}
+            if len(self._profiles_tried) >= PROFILE_MEMORY:
+                return  # a flood of new senders whose lookups fail: names can wait
+        conversation = await self.store.get(Conversation, conversation_id)
+        if conversation is None or conversation.customer.get("name"):
+            return
+        self._profiles_tried[key] = now
+        try:
+            profile = await adapter.sender_profile(webhook, sender_id)
+        except Exception as exc:  # noqa: BLE001 - a name is a nicety: the message is answered anyway
+            log.info("%s profile lookup failed: %s", webhook.channel, exc.__class__.__name__,
+                     extra={"fields": {"webhook_id": webhook.id, "error": str(exc)[:200]}})
+            return
+        if profile.get("name"):
+            await self.store.update(Conversation, conversation_id, {"customer": {**conversation.customer, **profile}})
 
     def _record(self, webhook: Webhook, request: WebhookRequest, result: WebhookResult, latency_ms: float) -> None:
         self._events.append(WebhookEvent(

@@ -31,13 +31,16 @@ def box(secret_key: str) -> SecretBox:
 
 @pytest.fixture
 def make_settings(tmp_path: Path, secret_key: str):
-    """Settings for a test: defaults, a private data dir and SQLite file, plus overrides."""
+    """Settings for a test: defaults, a private data dir and SQLite file, plus overrides. Every
+    fake platform, agent and LLM runs on 127.0.0.1, so private networks are allowed; the SSRF
+    tests (tests/test_netguard.py) turn that off."""
 
     def make(**sections: dict[str, Any]) -> Settings:
         overrides: dict[str, dict[str, Any]] = {
             "server": {"data_dir": str(tmp_path / "var"), "node_id": "test-node"},
             "store": {"url": f"sqlite:///{tmp_path / 'var' / 'buzzi.sqlite3'}"},
-            "security": {"secret_key": secret_key, "admin_password": "admin-password-123"},
+            "security": {"secret_key": secret_key, "admin_password": "admin-password-123",
+                         "allow_private_networks": True},
             "chat": {"create_demo": False},
         }
         for section, values in sections.items():

@@ -24,7 +24,7 @@ async def start_node(tmp_path: Path, **env: str) -> tuple[asyncio.subprocess.Pro
         "PATH": os.environ.get("PATH", ""), "BUZZI_PORT": str(port),
         "BUZZI_SERVER_DATA_DIR": str(tmp_path / "var"),
         "BUZZI_STORE_URL": f"sqlite:///{tmp_path / 'var' / 'buzzi.sqlite3'}",
-        "BUZZI_SERVER_SHUTDOWN_GRACE_SECONDS": "5", **env,
+        "BUZZI_SERVER_SHUTDOWN_GRACE_SECONDS": "5", "BUZZI_SECURITY_ALLOW_PRIVATE_NETWORKS": "true", **env,
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "run.py", cwd=ROOT, env=full_env,

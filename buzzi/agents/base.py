@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from buzzi.events import AgentEvent
 from buzzi.models import Agent, Conversation, Message
@@ -34,6 +34,8 @@ class AgentContext:
 
 class AgentRunner(abc.ABC):
     kind: str
+    # Settings holding a URL the gateway calls: checked against the network policy when saved.
+    url_settings: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def run(self, ctx: AgentContext) -> AsyncIterator[AgentEvent]:

@@ -60,6 +60,7 @@ def request_body(ctx: AgentContext) -> dict[str, Any]:
 
 class HttpAgent(AgentRunner):
     kind = "http"
+    url_settings = ("url",)
 
     def __init__(self, session: Callable[[], aiohttp.ClientSession]) -> None:
         self._session = session

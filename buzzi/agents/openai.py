@@ -57,6 +57,7 @@ def context_prompt(titles_and_contents: list[tuple[str, str]]) -> str:
 
 class OpenAIAgent(AgentRunner):
     kind = "openai"
+    url_settings = ("baseUrl",)
 
     def __init__(self, session: Callable[[], aiohttp.ClientSession]) -> None:
         self._session = session

@@ -1,4 +1,7 @@
-"""Picks the AgentRunner for an Agent.kind and owns the one HTTP session the runners share."""
+"""Picks the AgentRunner for an Agent.kind and owns the one HTTP session the runners share.
+
+Every URL that session calls comes from a company admin (http url, openai baseUrl), so its
+connector enforces the network policy (buzzi/netguard.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ from buzzi.agents.http import HttpAgent
 from buzzi.agents.openai import OpenAIAgent
 from buzzi.config import AgentSettings
 from buzzi.events import AgentEvent, error
+from buzzi.guarded_http import connector
 from buzzi.models import AGENT_KINDS
+from buzzi.netguard import BlockedAddressError, NetPolicy
 
 log = logging.getLogger("buzzi.agents")
 RUNNER_CLASSES: dict[str, type[AgentRunner]] = {"faq": FaqAgent, "openai": OpenAIAgent, "http": HttpAgent}
@@ -22,8 +27,9 @@ assert set(RUNNER_CLASSES) == set(AGENT_KINDS)
 
 
 class AgentRegistry:
-    def __init__(self, settings: AgentSettings) -> None:
+    def __init__(self, settings: AgentSettings, net_policy: NetPolicy | None = None) -> None:
         self.settings = settings
+        self.net_policy = net_policy if net_policy is not None else NetPolicy()
         self._session: aiohttp.ClientSession | None = None
         self._runners: dict[str, AgentRunner] = {
             "faq": FaqAgent(),
@@ -36,7 +42,7 @@ class AgentRegistry:
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(total=self.settings.timeout_seconds,
                                             connect=self.settings.http_connect_timeout_seconds)
-            self._session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=256))
+            self._session = aiohttp.ClientSession(timeout=timeout, connector=connector(self.net_policy, limit=256))
         return self._session
 
     def runner(self, kind: str) -> AgentRunner:
@@ -50,7 +56,13 @@ class AgentRegistry:
         cls = RUNNER_CLASSES.get(kind)
         if cls is None:
             raise SettingsError("kind", f"must be one of {', '.join(AGENT_KINDS)}")
-        return cls.validate_settings(settings)
+        valid = cls.validate_settings(settings)
+        for key in cls.url_settings:
+            try:
+                self.net_policy.check_url(valid[key])
+            except BlockedAddressError as exc:
+                raise SettingsError(f"settings.{key}", str(exc)) from None
+        return valid
 
     async def run(self, ctx: AgentContext) -> AsyncIterator[AgentEvent]:
         """The agent's events with the seam's promise enforced whatever the runner does: exactly

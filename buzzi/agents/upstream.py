@@ -9,6 +9,7 @@ from __future__ import annotations
 import aiohttp
 
 from buzzi.events import AgentEvent, error
+from buzzi.netguard import blocked_cause
 
 UNAVAILABLE = "upstream_unavailable"
 RATE_LIMITED = "upstream_rate_limited"
@@ -17,6 +18,7 @@ AUTH = "upstream_auth"
 REJECTED = "upstream_rejected"
 PROTOCOL = "upstream_protocol"
 MISCONFIGURED = "agent_misconfigured"
+BLOCKED = "upstream_blocked"
 
 # Upstreams are other people's servers: bound what one answer may make us hold in memory.
 MAX_BODY_BYTES = 2_000_000
@@ -48,7 +50,11 @@ def for_status(status: int, what: str) -> UpstreamFailure:
 
 
 def for_exception(exc: BaseException, what: str) -> UpstreamFailure:
-    """Network-level failures: all retryable, the service may be back in a moment."""
+    """Network-level failures: retryable, the service may be back in a moment; except an address
+    the network policy refuses, which stays refused until an operator changes the settings."""
+    blocked = blocked_cause(exc)
+    if blocked is not None:
+        return UpstreamFailure(BLOCKED, f"{what} was not called: {blocked}", False)
     if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError is one too
         return UpstreamFailure(UNAVAILABLE, f"{what} timed out", True)
     if isinstance(exc, aiohttp.ClientPayloadError):

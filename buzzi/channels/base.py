@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from buzzi.channels.pacing import Pacer
 from buzzi.config import ChannelSettings
@@ -190,6 +190,13 @@ class ChannelAdapter(abc.ABC):
 
     async def acknowledge(self, webhook: Webhook, message: InboundMessage) -> None:
         """Channel-level receipt for an interaction (Telegram answerCallbackQuery), best effort."""
+
+    # Channels whose webhooks carry no display name answer sender_profile from their API.
+    looks_up_profiles: ClassVar[bool] = False
+
+    async def sender_profile(self, webhook: Webhook, sender_id: str) -> dict[str, str]:
+        """The customer's {"name", ...} from the channel's API; {} when it has none."""
+        return {}
 
     async def download_media(self, webhook: Webhook, attachment: Attachment) -> tuple[bytes, str | None]:
         """(bytes, mime type) of an inbound attachment, at most settings.media_max_bytes."""

@@ -9,6 +9,8 @@ stays the same across retries and the receiver can deduplicate; webhook-timestam
 Answers: 2xx success; 410 permanent (the receiver asks to be disabled); 3xx permanent (redirects
 are not followed: the URL should be updated); 408/425/429/5xx retryable with Retry-After; other
 4xx permanent (a rejected body or signature does not improve by resending).
+callbackUrl and attachment URLs are the tenant's: they are called through the tenant session, so a
+non-public address is refused (buzzi/netguard.py), permanently, and already when the URL is saved.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import hashlib
 import json
 from typing import Any
 from urllib.parse import urlparse
+
+import aiohttp
 
 from buzzi import clock
 from buzzi.channels.base import (
@@ -34,8 +38,9 @@ from buzzi.channels.base import (
     WebhookRequest,
 )
 from buzzi.channels.meta import as_dict, as_str, load_json
-from buzzi.channels.outbound import MediaTooLargeError, download, parse_retry_after, read_limited
+from buzzi.channels.outbound import MediaTooLargeError, blocked_error, download, parse_retry_after, read_limited
 from buzzi.models import Webhook
+from buzzi.netguard import BlockedAddressError, NetPolicy
 from buzzi.signing import STANDARD_PREFIX, new_standard_secret, standard_headers, standard_verify
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
@@ -69,6 +74,12 @@ class CustomAdapter(ChannelAdapter):
             raise CredentialsError("callbackUrl", "required")
         if not is_http_url(url.strip()):
             raise CredentialsError("callbackUrl", "expected an http(s):// URL")
+        # An adapter built without HTTP (parsing only) checks with the strict default policy.
+        policy = self.http.net_policy if self.http is not None else NetPolicy()
+        try:
+            policy.check_url(url)
+        except BlockedAddressError as exc:
+            raise CredentialsError("callbackUrl", str(exc)) from None
         return {"callbackUrl": url.strip()}
 
     def generate_secrets(self, given_secret: str | None,
@@ -182,16 +193,22 @@ class CustomAdapter(ChannelAdapter):
             "data": {"chat_id": target.chat_id, "reply_to_id": reply_to, "text": text},
         }, ensure_ascii=False).encode()
         headers = {**standard_headers(webhook.secret, event_id, now, body), "Content-Type": "application/json"}
-        session = self.http.session(self.channel)
-        async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
-            status = response.status
-            if 200 <= status < 300:
-                try:
-                    answer = json.loads(await read_limited(response, MAX_ANSWER_BYTES) or b"{}")
-                except (ValueError, MediaTooLargeError):
-                    answer = {}
-                return [as_str(as_dict(answer).get("message_id")) or event_id]
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        session = self.http.tenant_session(self.channel)
+        try:
+            async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+                status = response.status
+                if 200 <= status < 300:
+                    try:
+                        answer = json.loads(await read_limited(response, MAX_ANSWER_BYTES) or b"{}")
+                    except (ValueError, MediaTooLargeError):
+                        answer = {}
+                    return [as_str(as_dict(answer).get("message_id")) or event_id]
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        except aiohttp.ClientError as exc:
+            blocked = blocked_error(exc, "custom: callbackUrl")
+            if blocked is None:
+                raise
+            raise blocked from None
         if status == 410:
             raise SendError("custom: callbackUrl answered 410 Gone: the receiver asks to be disabled",
                             retryable=False, status=status, code="gone")
@@ -205,6 +222,6 @@ class CustomAdapter(ChannelAdapter):
     async def download_media(self, webhook: Webhook, attachment: Attachment) -> tuple[bytes, str | None]:
         if not is_http_url(attachment.url):
             raise SendError("custom: attachment has no http(s) url", retryable=False)
-        data, mime = await download(self.http.session(self.channel), str(attachment.url),
+        data, mime = await download(self.http.tenant_session(self.channel), str(attachment.url),
                                     self.settings.media_max_bytes)
         return data, attachment.mime_type or mime

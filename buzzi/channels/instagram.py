@@ -42,6 +42,19 @@ class InstagramAdapter(MessagingAdapter):
             "accessToken": require_field(credentials, "accessToken", TOKEN, "an access token"),
         }
 
+    looks_up_profiles = True
+
+    async def sender_profile(self, webhook: Webhook, sender_id: str) -> dict[str, str]:
+        # The webhook has only the IGSID: name and username come from the Graph (channels.md §4.1).
+        if not GRAPH_ID.match(sender_id):
+            return {}
+        found = await self.graph_call("instagram profile", "GET",
+                                      f"{self.api_base}/{sender_id}?fields=name,username", self.token(webhook))
+        profile = {k: str(found[k]).strip()[:200] for k in ("name", "username") if found.get(k)}
+        if "name" not in profile and "username" in profile:
+            profile["name"] = profile["username"]
+        return profile
+
     async def send(self, webhook: Webhook, target: ReplyTarget, text: str) -> list[str]:
         ids: list[str] = []
         for part in split_bytes(text):

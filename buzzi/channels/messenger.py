@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from buzzi.channels.meta import GRAPH_ID, TOKEN, MessagingAdapter, require_field
+from buzzi.models import Webhook
 
 
 class MessengerAdapter(MessagingAdapter):
@@ -21,6 +22,18 @@ class MessengerAdapter(MessagingAdapter):
             "pageId": require_field(credentials, "pageId", GRAPH_ID, "the numeric Page id"),
             "pageAccessToken": require_field(credentials, "pageAccessToken", TOKEN, "a Page access token"),
         }
+
+    looks_up_profiles = True
+
+    async def sender_profile(self, webhook: Webhook, sender_id: str) -> dict[str, str]:
+        # The Page webhook has no name: the User Profile API has it (channels.md §3.2).
+        if not GRAPH_ID.match(sender_id):
+            return {}
+        found = await self.graph_call("messenger profile", "GET",
+                                      f"{self.api_base}/{sender_id}?fields=first_name,last_name",
+                                      self.token(webhook))
+        name = " ".join(str(found[k]).strip() for k in ("first_name", "last_name") if found.get(k))
+        return {"name": name[:200]} if name else {}
 
     def message_body(self, recipient: str, text: str) -> dict[str, Any]:
         # messaging_type is required; RESPONSE = an answer inside the 24 h window.

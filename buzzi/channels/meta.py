@@ -339,4 +339,4 @@ class MessagingAdapter(MetaAdapter):
         # payload.url is a public, expiring CDN URL: no Graph auth (channels.md §3.4)
         if not attachment.url or not attachment.url.startswith(("https://", "http://")):
             raise SendError(f"{self.channel}: attachment has no downloadable URL", retryable=False)
-        return await download(self.http.session(self.channel), attachment.url, self.settings.media_max_bytes)
+        return await download(self.http.tenant_session(self.channel), attachment.url, self.settings.media_max_bytes)

@@ -1,5 +1,9 @@
 """Outbound HTTP to channel platforms: one aiohttp session per channel, retries with backoff.
 
+Platform API calls go to the operator's configured API bases (trusted); URLs a tenant or a payload
+chose (custom callbackUrl, inbound media URLs) go through `tenant_session`, whose connector enforces
+the network policy (buzzi/netguard.py).
+
 Adapters classify a failed response into SendError(retryable=..., retry_after=...); `with_retry`
 turns that into exponential backoff with full jitter, honouring Retry-After (capped), and gives
 up at once on permanent errors.
@@ -16,28 +20,41 @@ import aiohttp
 
 from buzzi.channels.base import SendError
 from buzzi.config import ChannelSettings
+from buzzi.guarded_http import connector
+from buzzi.netguard import NetPolicy, blocked_cause
 
 T = TypeVar("T")
 USER_AGENT = "BuzziGateway/0.1 (+https://buzzi.ai)"
 
 
 class OutboundHttp:
-    """Lazily creates one ClientSession per channel (separate connection pools and limits)."""
+    """Lazily creates one ClientSession per channel (separate connection pools and limits), and
+    one more per channel for tenant-chosen URLs."""
 
-    def __init__(self, settings: ChannelSettings) -> None:
+    def __init__(self, settings: ChannelSettings, net_policy: NetPolicy | None = None) -> None:
         self.settings = settings
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self.net_policy = net_policy if net_policy is not None else NetPolicy()
+        self._sessions: dict[tuple[str, bool], aiohttp.ClientSession] = {}
 
     def session(self, channel: str) -> aiohttp.ClientSession:
-        session = self._sessions.get(channel)
+        """For the channel's platform API (the operator's configured base URLs)."""
+        return self._session(channel, guarded=False)
+
+    def tenant_session(self, channel: str) -> aiohttp.ClientSession:
+        """For URLs a tenant or an inbound payload supplied: non-public addresses are refused."""
+        return self._session(channel, guarded=True)
+
+    def _session(self, channel: str, *, guarded: bool) -> aiohttp.ClientSession:
+        session = self._sessions.get((channel, guarded))
         if session is None or session.closed:
             timeout = aiohttp.ClientTimeout(total=self.settings.send_timeout_seconds)
+            policy = self.net_policy if guarded else NetPolicy(allow_private=True)
             session = aiohttp.ClientSession(
                 timeout=timeout,
                 headers={"User-Agent": USER_AGENT},
-                connector=aiohttp.TCPConnector(limit=64),
+                connector=connector(policy, limit=64),
             )
-            self._sessions[channel] = session
+            self._sessions[(channel, guarded)] = session
         return session
 
     async def close(self) -> None:
@@ -110,6 +127,15 @@ async def read_limited(response: aiohttp.ClientResponse, max_bytes: int) -> byte
     return b"".join(chunks)
 
 
+def blocked_error(exc: BaseException, what: str) -> SendError | None:
+    """A permanent SendError when `exc` is the network policy refusing the address: retrying
+    cannot help until an operator allows it."""
+    blocked = blocked_cause(exc)
+    if blocked is None:
+        return None
+    return SendError(f"{what} {blocked}", retryable=False, code="blocked")
+
+
 def status_error(what: str, status: int, retry_after: str | None = None) -> SendError:
     """The generic HTTP classification: 429 and 5xx are worth retrying, anything else is not."""
     return SendError(f"{what}: HTTP {status}", retryable=status == 429 or status >= 500,
@@ -120,10 +146,17 @@ async def download(session: aiohttp.ClientSession, url: str, max_bytes: int,
                    headers: dict[str, str] | None = None) -> tuple[bytes, str | None]:
     """GET a media URL: (bytes, mime type), at most `max_bytes`; SendError on a non-2xx answer.
     Redirects are followed (CDN media URLs use them); aiohttp drops Authorization on a hop to
-    another origin, so a token never leaks to a redirect target."""
-    async with session.get(url, headers=headers or {}) as response:
-        if not 200 <= response.status < 300:
-            raise status_error("media download", response.status, response.headers.get("Retry-After"))
-        body = await read_limited(response, max_bytes)
-        mime = response.headers.get("Content-Type")
-        return body, (mime.split(";")[0].strip() or None) if mime else None
+    another origin, so a token never leaks to a redirect target. On a tenant session every hop's
+    address is checked, so a redirect to a private address is refused like a direct URL."""
+    try:
+        async with session.get(url, headers=headers or {}) as response:
+            if not 200 <= response.status < 300:
+                raise status_error("media download", response.status, response.headers.get("Retry-After"))
+            body = await read_limited(response, max_bytes)
+            mime = response.headers.get("Content-Type")
+            return body, (mime.split(";")[0].strip() or None) if mime else None
+    except aiohttp.ClientError as exc:
+        blocked = blocked_error(exc, "media download")
+        if blocked is None:
+            raise
+        raise blocked from None

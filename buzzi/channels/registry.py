@@ -9,6 +9,7 @@ from buzzi.channels.base import ChannelAdapter
 from buzzi.channels.outbound import OutboundHttp
 from buzzi.config import ChannelSettings
 from buzzi.models import CHANNELS
+from buzzi.netguard import NetPolicy
 
 log = logging.getLogger("buzzi.channels")
 
@@ -37,9 +38,10 @@ def load_adapter_class(channel: str) -> type[ChannelAdapter] | None:
 
 
 class ChannelRegistry:
-    def __init__(self, settings: ChannelSettings, *, replay_window_seconds: float | None = None) -> None:
+    def __init__(self, settings: ChannelSettings, *, replay_window_seconds: float | None = None,
+                 net_policy: NetPolicy | None = None) -> None:
         self.settings = settings
-        self.http = OutboundHttp(settings)
+        self.http = OutboundHttp(settings, net_policy)
         self._adapters: dict[str, ChannelAdapter] = {}
         for channel in CHANNELS:
             cls = load_adapter_class(channel)

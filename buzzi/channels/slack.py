@@ -143,8 +143,10 @@ class SlackAdapter(ChannelAdapter):
         if not self._is_slack_url(url):
             raise SendError("attachment URL is not a Slack file URL", retryable=False)
         headers = {"Authorization": f"Bearer {self._token(webhook)}"}
+        # The configured API host is trusted config; a *.slack.com URL came in the payload.
+        http = self.http.session if self._is_api_host(url) else self.http.tenant_session
         try:
-            body, mime = await download(self.http.session(self.channel), url, self.settings.media_max_bytes, headers)
+            body, mime = await download(http(self.channel), url, self.settings.media_max_bytes, headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SendError(f"network error: {exc.__class__.__name__}", retryable=True) from None
         if mime == "text/html" and attachment.mime_type != "text/html":
@@ -159,12 +161,15 @@ class SlackAdapter(ChannelAdapter):
             raise SendError("webhook has no botToken", retryable=False)
         return token
 
+    def _is_api_host(self, url: str) -> bool:
+        host = (urlparse(url).hostname or "").lower()
+        return bool(host) and host == (urlparse(self.settings.slack_api_base).hostname or "").lower()
+
     def _is_slack_url(self, url: str) -> bool:
         # The bot token only ever goes to Slack (or to the configured API host, a test double).
         parsed = urlparse(url)
         host = (parsed.hostname or "").lower()
-        api_host = (urlparse(self.settings.slack_api_base).hostname or "").lower()
-        if host and host == api_host:
+        if self._is_api_host(url):
             return parsed.scheme in ("http", "https")
         return parsed.scheme == "https" and (host == "slack.com" or host.endswith(".slack.com"))
 

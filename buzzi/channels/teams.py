@@ -241,7 +241,9 @@ class TeamsAdapter(ChannelAdapter):
         ):
             headers["Authorization"] = f"Bearer {await self._token(webhook)}"
         try:
-            body, mime = await download(self.http.session(self.channel), url, self.settings.media_max_bytes, headers)
+            # contentUrl comes from the activity, which may point anywhere: a tenant session.
+            body, mime = await download(self.http.tenant_session(self.channel), url, self.settings.media_max_bytes,
+                                        headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SendError(f"network error: {exc.__class__.__name__}", retryable=True) from None
         return body, attachment.mime_type or mime

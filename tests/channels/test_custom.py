@@ -11,6 +11,7 @@ from buzzi.channels.custom import CustomAdapter
 from buzzi.channels.outbound import MediaTooLargeError, OutboundHttp, with_retry
 from buzzi.config import load_settings
 from buzzi.models import Conversation, Message
+from buzzi.netguard import NetPolicy
 from buzzi.signing import new_standard_secret, standard_sign
 from tests.support.fake_custom import (
     CALLBACK_PATH,
@@ -159,11 +160,13 @@ def test_malformed(adapter, secret, body, fragment):
 
 class Env:
     def __init__(self, make_settings, **channels):
-        self.settings = make_settings(channels=channels).channels if channels else make_settings().channels
+        settings = make_settings(channels=channels) if channels else make_settings()
+        self.settings = settings.channels
+        self.policy = NetPolicy.from_settings(settings.security)
 
     async def __aenter__(self):
         self.server = await ScriptedServer().__aenter__()
-        self.http = OutboundHttp(self.settings)
+        self.http = OutboundHttp(self.settings, self.policy)
         self.adapter = CustomAdapter(self.settings, self.http)
         self.adapter.time_source = lambda: float(NOW)
         return self

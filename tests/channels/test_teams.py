@@ -25,6 +25,7 @@ from buzzi.channels.base import (
 from buzzi.channels.outbound import OutboundHttp, with_retry
 from buzzi.channels.teams import TeamsAdapter
 from buzzi.models import Conversation, Message, Webhook
+from buzzi.netguard import NetPolicy
 from tests.support.fake_teams import FakeTeams, SigningKey
 from tests.support.fake_telegram import Answer
 
@@ -47,7 +48,7 @@ def key(bf: FakeTeams) -> SigningKey:
 @pytest.fixture
 async def adapter(make_settings, bf: FakeTeams) -> AsyncIterator[TeamsAdapter]:
     settings = make_settings(channels={"teams_openid_url": bf.openid_url, "teams_token_url": bf.token_url})
-    http = OutboundHttp(settings.channels)
+    http = OutboundHttp(settings.channels, NetPolicy.from_settings(settings.security))
     yield TeamsAdapter(settings.channels, http)
     await http.close()
 

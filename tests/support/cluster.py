@@ -43,6 +43,7 @@ CLUSTER_ENV = {
     "BUZZI_SERVER_SHUTDOWN_GRACE_SECONDS": "5",
     "BUZZI_LIMITS_IP_PER_MINUTE": "100000",
     "BUZZI_CHAT_CREATE_DEMO": "false",
+    "BUZZI_SECURITY_ALLOW_PRIVATE_NETWORKS": "true",  # the fake platforms and agents run on 127.0.0.1
 }
 
 

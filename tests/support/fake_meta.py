@@ -20,6 +20,7 @@ from aiohttp import web
 from buzzi.channels.base import ChannelAdapter, WebhookRequest
 from buzzi.channels.outbound import OutboundHttp
 from buzzi.models import Webhook
+from buzzi.netguard import NetPolicy
 from buzzi.signing import hub_signature
 
 APP_SECRET = "meta-app-secret-0123456789"
@@ -111,10 +112,11 @@ async def adapter_on_server(adapter_cls: type[ChannelAdapter], make_settings: An
     ScriptedServer; its HTTP sessions are closed on exit."""
     async with ScriptedServer() as server:
         base = server.url + GRAPH_PREFIX
-        settings = make_settings(channels={
+        full = make_settings(channels={
             "whatsapp_api_base": base, "messenger_api_base": base, "instagram_api_base": base, **channels,
-        }).channels
-        http = OutboundHttp(settings)
+        })
+        settings = full.channels
+        http = OutboundHttp(settings, NetPolicy.from_settings(full.security))
         try:
             yield adapter_cls(settings, http), server
         finally:
