@@ -8,6 +8,7 @@ channel retries and concurrent duplicates produce one stored message and one ans
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import itertools
 import logging
@@ -47,6 +48,8 @@ _KEY_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 _SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "pwd", "apikey", "credential", "credentials"})
 
 
+# Every key of every delivery-log body goes through this; real payloads use a few hundred names.
+@functools.lru_cache(maxsize=4096)
 def _names_a_secret(key: str) -> bool:
     words = [w.lower() for w in _KEY_WORDS.findall(key)]
     joined = {a + b for a, b in itertools.pairwise(words)}  # "api" "key" -> "apikey"
@@ -90,8 +93,17 @@ def redact_headers(headers: dict[str, str]) -> dict[str, str]:
     return {k: ("[redacted]" if k.lower() in SECRET_HEADERS else v[:300]) for k, v in headers.items()}
 
 
+# Every secret word contains one of these: a body without any of them has nothing to mask.
+# (Substring tests on the lower-cased text: several times faster than one case-insensitive regex.)
+_SECRET_STEMS = ("token", "secret", "pass", "pwd", "key", "credential")
+
+
 def redact_body(body: bytes) -> str:
-    return _JSON_STRING_FIELD.sub(_mask, body[:BODY_EXCERPT].decode("utf-8", errors="replace"))
+    excerpt = body[:BODY_EXCERPT].decode("utf-8", errors="replace")
+    lowered = excerpt.lower()
+    if not any(stem in lowered for stem in _SECRET_STEMS):
+        return excerpt  # the common case, checked in one pass
+    return _JSON_STRING_FIELD.sub(_mask, excerpt)
 
 
 def ip_allowed(ip: str, allowlist: list[str]) -> bool:
