@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 
-from buzzi.broker.base import Broker
+from buzzi.broker.base import Broker, wake_inboxes
 from buzzi.config import InboxSettings
 from buzzi.models import FAILED, Message
 from buzzi.processing import MessageProcessor
@@ -112,8 +112,7 @@ class InboxWorker:
                 return
             await self.processor.process(message)
             self.kick()  # a deferred follow-up of this conversation may be waiting
-            with contextlib.suppress(Exception):
-                await self.broker.notify_inbox()
+            await wake_inboxes(self.broker)
         except asyncio.CancelledError:
             # Shutdown ran out of grace: hand the message back so another node answers it now.
             with contextlib.suppress(Exception):

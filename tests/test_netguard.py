@@ -7,7 +7,6 @@ import contextlib
 import ipaddress
 import logging
 import socket
-import sys
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -18,6 +17,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from buzzi.config import ConfigError, load_settings
 from buzzi.guarded_http import GuardedResolver, connector, guarded_socket_factory
 from buzzi.netguard import BlockedAddressError, NetPolicy, address_kind, blocked_cause, networks
+from tests.support.local_server import serve_app
 
 STRICT = NetPolicy()
 
@@ -192,14 +192,8 @@ async def server(host: str = "127.0.0.1", redirect_to: str | None = None) -> Asy
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, host, 0)
-    await site.start()
-    try:
-        yield runner.addresses[0][1], seen
-    finally:
-        await runner.cleanup()
+    async with serve_app(app, host) as port:
+        yield port, seen
 
 
 async def fetch(policy: NetPolicy, url: str) -> str:
@@ -228,7 +222,6 @@ async def test_an_unguarded_session_still_reaches_loopback() -> None:
         assert seen == ["/ok"]
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="needs 127.0.0.2 on the loopback interface")
 async def test_an_allowed_service_cannot_redirect_into_a_blocked_one() -> None:
     policy = NetPolicy(allowed_networks=networks(["127.0.0.2/32"]))
     async with server() as (inner_port, inner_seen), \

@@ -12,6 +12,7 @@ from aiohttp import web
 from buzzi import processing
 from buzzi.models import Agent, Message
 from buzzi.signing import new_standard_secret
+from tests.support.local_server import serve_app
 from tests.support.waiting import wait_until
 from tests.webhooks.kit import ChannelLab
 
@@ -30,15 +31,8 @@ async def company_service(statuses: list[int]) -> AsyncIterator[tuple[str, list[
 
     app = web.Application()
     app.router.add_post("/agent", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serve_app(app) as port:
         yield f"http://127.0.0.1:{port}/agent", seen
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from buzzi.models import Media, Message
 from tests.support.fake_meta import WA_CONTACT, WA_METADATA, Reply, wa_envelope
+from tests.support.local_server import serve_app
 from tests.support.waiting import wait_until
 from tests.webhooks.kit import GRAPH_PREFIX, TG_CHAT, TG_TOKEN, TOKENS, WA_USER, ChannelLab, channel_lab
 
@@ -145,15 +146,11 @@ async def gated_file(body: bytes) -> AsyncIterator[tuple[str, asyncio.Event]]:
 
     app = web.Application()
     app.router.add_get("/slow.jpg", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/slow.jpg", gate
-    finally:
-        gate.set()
-        await runner.cleanup()
+    async with serve_app(app) as port:
+        try:
+            yield f"http://127.0.0.1:{port}/slow.jpg", gate
+        finally:
+            gate.set()  # let a held download finish so the server can stop
 
 
 async def test_neither_the_answer_nor_the_agent_waits_for_a_download(make_settings) -> None:
