@@ -15,6 +15,29 @@ from buzzi.config import ChannelSettings
 from buzzi.models import Conversation, Message, Webhook
 
 
+class CannotSimulate(Exception):
+    """The channel's requests cannot be produced by us (Teams: signed with Microsoft's keys)."""
+
+
+@dataclass(frozen=True)
+class CredentialField:
+    """One credential a webhook of the channel holds (SPEC §2), as the admin forms ask for it."""
+
+    name: str
+    label: str
+    secret: bool = False
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class SampleEvent:
+    """A correctly signed request the channel's platform could send, for "Send test event"."""
+
+    body: bytes
+    headers: dict[str, str]
+    description: str
+
+
 class VerificationError(Exception):
     """Missing or wrong signature, or a timestamp outside the window: 401, no work done."""
 
@@ -127,6 +150,15 @@ class ReplyTarget:
 
 class ChannelAdapter(abc.ABC):
     channel: str
+    # What the admin side needs to know of the channel: forms, validation and the test-event button
+    # are derived from these, so a new channel touches nothing outside buzzi/channels/.
+    display_name: ClassVar[str]
+    credential_fields: ClassVar[tuple[CredentialField, ...]] = ()
+    # Where the inbound signing secret comes from: "given" (the platform's, typed in and rotated by
+    # the admin), "generated" (ours, registered with or shown to the sender) or "none" (Teams: JWT).
+    secret_source: ClassVar[str] = "none"
+    secret_hint: ClassVar[str] = ""
+    has_verify_token: ClassVar[bool] = False
     text_limit: int  # longest text one send may carry; longer replies are split
     # Documented send limits paced by `pace` (None: not paced here; Meta adapters pace in send).
     chat_rate: float | None = None  # sends per second to one chat
@@ -161,6 +193,11 @@ class ChannelAdapter(abc.ABC):
         """Register with the platform where it has an API for it (Telegram setWebhook); returns
         state to keep on the webhook."""
         return {}
+
+    def sample_event(self, webhook: Webhook, now: float) -> SampleEvent:
+        """A signed request of a kind that is acknowledged and logged but answers nobody (a receipt,
+        a reaction); raise CannotSimulate when only the platform can sign one."""
+        raise CannotSimulate(f"no sample for the {self.channel} channel")
 
     # ---- input side
     def handshake(self, webhook: Webhook, request: WebhookRequest) -> HandshakeResult | None:

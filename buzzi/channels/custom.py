@@ -28,6 +28,7 @@ from buzzi import clock
 from buzzi.channels.base import (
     Attachment,
     ChannelAdapter,
+    CredentialField,
     CredentialsError,
     InboundMessage,
     ParseResult,
@@ -61,6 +62,10 @@ def mime_kind(mime_type: str | None) -> str:
 
 class CustomAdapter(ChannelAdapter):
     channel = "custom"
+    display_name = "Custom"
+    credential_fields = (CredentialField("callbackUrl", "Callback URL (replies are POSTed here)"),)
+    secret_source = "generated"
+    secret_hint = "Leave empty: a whsec_ Standard Webhooks secret is generated."
     text_limit = 20000  # Standard Webhooks bodies stay "under about 20 KB" (channels.md §8)
     replay_window: float = 300  # ± seconds for webhook-timestamp; the registry sets webhooks.replay_window_seconds
     time_source = staticmethod(clock.now)  # tests may pin it

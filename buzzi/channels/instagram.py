@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from buzzi.channels.base import ReplyTarget, split_text
+from buzzi.channels.base import CredentialField, ReplyTarget, split_text
 from buzzi.channels.meta import GRAPH_ID, TOKEN, MessagingAdapter, require_field
 from buzzi.models import Webhook
 
@@ -30,6 +30,12 @@ def split_bytes(text: str, max_bytes: int = MAX_BYTES) -> list[str]:
 
 class InstagramAdapter(MessagingAdapter):
     channel = "instagram"
+    display_name = "Instagram"
+    credential_fields = (CredentialField("igUserId", "Instagram account ID"),
+                         CredentialField("accessToken", "Access token", secret=True))
+    secret_source = "given"
+    secret_hint = "The Meta App Secret (App Dashboard > Basic settings). Required."
+    has_verify_token = True
     text_limit = 1000
     api_base_setting = "instagram_api_base"
     token_field = "accessToken"

@@ -24,6 +24,7 @@ import aiohttp
 from buzzi.channels.base import (
     Attachment,
     ChannelAdapter,
+    CredentialField,
     CredentialsError,
     InboundMessage,
     ParseResult,
@@ -51,6 +52,10 @@ LINK_RE = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
 
 class SlackAdapter(ChannelAdapter):
     channel = "slack"
+    display_name = "Slack"
+    credential_fields = (CredentialField("botToken", "Bot User OAuth Token (xoxb-...)", secret=True),)
+    secret_source = "given"
+    secret_hint = "The app's Signing Secret (Basic Information). Required."
     # Slack truncates at 40,000 characters, but its guidance is to stay under 4,000 for readability
     # (api.slack.com/changelog/2018-04-truncating-really-long-messages; channels.md §6.4).
     text_limit = 4000

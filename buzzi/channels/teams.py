@@ -32,6 +32,7 @@ import yarl
 from buzzi.channels.base import (
     Attachment,
     ChannelAdapter,
+    CredentialField,
     CredentialsError,
     InboundMessage,
     ParseResult,
@@ -120,6 +121,12 @@ class _Token:
 
 class TeamsAdapter(ChannelAdapter):
     channel = "teams"
+    display_name = "Teams"
+    credential_fields = (CredentialField("appId", "Microsoft App ID"),
+                         CredentialField("appPassword", "App password (client secret)", secret=True),
+                         CredentialField("tenantId", "Tenant ID (single-tenant bots)", required=False))
+    secret_source = "none"
+    secret_hint = "None: Teams requests are authenticated by Microsoft's JWT."
     # Teams answers 413 MessageSizeTooBig near 28 KB; community adapters chunk at ~28,000 UTF-16 units.
     text_limit = 28000
     # Per bot per conversation: 7 ops/1 s, 60 ops/30 s (channels.md §7.4): 2/s sustained, bursts of 7.

@@ -24,6 +24,7 @@ import aiohttp
 from buzzi.channels.base import (
     Attachment,
     ChannelAdapter,
+    CredentialField,
     CredentialsError,
     InboundMessage,
     ParseResult,
@@ -52,6 +53,10 @@ PARSE_ERROR = "can't parse entities"
 
 class TelegramAdapter(ChannelAdapter):
     channel = "telegram"
+    display_name = "Telegram"
+    credential_fields = (CredentialField("botToken", "Bot token (from BotFather)", secret=True),)
+    secret_source = "generated"
+    secret_hint = "Leave empty: a secret_token is generated and registered with setWebhook."
     text_limit = 4096  # characters after entity parsing (channels.md §5.3)
     # Bot FAQ (channels.md §5): about 1 msg/s per chat with short bursts, about 30 msg/s per bot.
     chat_rate, chat_burst, bot_rate = 1.0, 3.0, 30.0

@@ -17,6 +17,7 @@ from typing import Any
 
 from buzzi.channels.base import (
     Attachment,
+    CredentialField,
     InboundMessage,
     ParseResult,
     PayloadError,
@@ -55,6 +56,12 @@ IGNORED_TYPES = ("reaction", "revoke", "system", "unsupported", "unknown", "ephe
 
 class WhatsAppAdapter(MetaAdapter):
     channel = "whatsapp"
+    display_name = "WhatsApp"
+    credential_fields = (CredentialField("phoneNumberId", "Phone number ID"),
+                         CredentialField("accessToken", "Access token", secret=True))
+    secret_source = "given"
+    secret_hint = "The Meta App Secret (App Dashboard > Basic settings). Required."
+    has_verify_token = True
     text_limit = 4096  # text.body maximum (channels.md §2.3)
     api_base_setting = "whatsapp_api_base"
     token_field = "accessToken"
