@@ -14,6 +14,7 @@ from buzzi import clock
 from buzzi.broker.base import Broker, wake_inboxes
 from buzzi.config import Settings
 from buzzi.crypto import sha256_hex
+from buzzi.errors import ServiceError
 from buzzi.ids import new_id, new_session_id
 from buzzi.models import PENDING, WEB_CHANNEL, Agent, Company, Conversation, Message
 from buzzi.ratelimit import RateLimiter
@@ -22,13 +23,11 @@ from buzzi.store.base import Store
 MAX_ATTACHMENTS = 10
 
 
-class ChatError(Exception):
+class ChatError(ServiceError):
     """An expected refusal: `status` and `message` go to the client as they are."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(message, status=status)
 
 
 class InvalidSession(ChatError):

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from buzzi.broker.base import Broker, RateDecision
 from buzzi.config import LimitSettings
+from buzzi.errors import Throttled
 from buzzi.metrics import Metrics
 
 WINDOW_SECONDS = 60.0
 
 
-class RateLimited(Exception):
+class RateLimited(Throttled):
     def __init__(self, scope: str, retry_after: int) -> None:
-        super().__init__(f"rate limit exceeded: {scope}")
+        super().__init__(retry_after, "Rate limit exceeded")
         self.scope = scope
-        self.retry_after = retry_after
 
 
 class RateLimiter:

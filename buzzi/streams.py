@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from buzzi import clock
 from buzzi.broker.base import Broker, StreamEvent, SubscriptionClosed
 from buzzi.config import Settings
+from buzzi.errors import Throttled
 from buzzi.events import TERMINAL
 from buzzi.metrics import Metrics
 
@@ -27,11 +29,12 @@ HEARTBEAT = None  # what `events()` yields when a heartbeat comment is due
 RESYNC_MESSAGE = "Some earlier events are no longer available; reload the conversation."
 
 
-class TooManyStreams(Exception):
-    """The session already holds `limit` open streams on this node."""
+class TooManyStreams(Throttled):
+    """The session already holds `limit` open streams on this node. A place frees up as soon as one
+    of them ends; the widget's own reconnect delay is a fair hint for when to try again."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"at most {limit} open streams per session")
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(retry_after, "Too many open streams for this session", extra={"limit": limit})
         self.limit = limit
 
 
@@ -112,7 +115,7 @@ class StreamHub:
         The cap is per node: it bounds what one session id can tie up here (sockets, buffers)."""
         limit = self.settings.chat.max_streams_per_session
         if len(self._by_stream.get(stream, ())) >= limit:
-            raise TooManyStreams(limit)
+            raise TooManyStreams(limit, max(1, math.ceil(self.settings.chat.retry_ms / 1000)))
         live = LiveStream(stream, conversation_id, company_id, agent_id)
         self._by_stream.setdefault(stream, set()).add(live)
         self.live.add(live)

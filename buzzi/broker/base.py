@@ -15,6 +15,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from buzzi.errors import Unavailable
+
 _log = logging.getLogger("buzzi.broker")
 
 
@@ -37,7 +39,7 @@ class RateDecision:
     retry_after: float  # seconds until the window resets (0 when allowed)
 
 
-class BrokerUnavailable(Exception):
+class BrokerUnavailable(Unavailable):
     """The broker did not answer (e.g. Redis down)."""
 
 

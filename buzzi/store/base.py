@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from buzzi import clock
 from buzzi.crypto import SecretBox
+from buzzi.errors import Unavailable
 from buzzi.models import PENDING, PROCESSING, Agent, Conversation, Document, Message, Webhook, WebhookEvent
 
 T = TypeVar("T", bound=Document)
@@ -23,7 +24,7 @@ class StoreError(Exception):
     pass
 
 
-class StoreUnavailable(StoreError):
+class StoreUnavailable(StoreError, Unavailable):
     """The backend did not answer: callers answer 503 so that channels retry."""
 
 
