@@ -23,12 +23,13 @@ $(STAMP_TEST): setup.cfg pyproject.toml | $(BIN)/python
 run: $(STAMP_RUN)
 	$(BIN)/python run.py
 
-test: $(STAMP_TEST)
-	$(BIN)/ruff check .
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff for style and bugs, vulture for dead code (its settings: [tool.vulture] in pyproject.toml).
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check .
+	$(BIN)/vulture
 
 bench: $(STAMP_TEST)
 	$(BIN)/python -m bench $(BENCH)

@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from buzzi.broker import open_broker
-from buzzi.broker.base import Broker
+from buzzi.broker.base import StreamLog
 from buzzi.config import BrokerSettings
 
 
@@ -30,7 +30,8 @@ class Result:
     p99_ms: float
 
 
-async def _throughput(publisher: Broker, subscriber: Broker, n: int, concurrency: int) -> float:
+async def throughput(publisher: StreamLog, subscriber: StreamLog, n: int, concurrency: int) -> float:
+    """Events per second from `publisher` to one live subscriber on `subscriber` (both may be one node)."""
     sub = subscriber.subscribe("bench-throughput", maxsize=n + 1)
     await subscriber.replay("bench-throughput", None)  # the subscription is live after this
     counter = iter(range(n))
@@ -49,7 +50,7 @@ async def _throughput(publisher: Broker, subscriber: Broker, n: int, concurrency
     return n / elapsed
 
 
-async def _latency(publisher: Broker, subscriber: Broker, n: int) -> list[float]:
+async def _latency(publisher: StreamLog, subscriber: StreamLog, n: int) -> list[float]:
     sub = subscriber.subscribe("bench-latency", maxsize=16)
     await subscriber.replay("bench-latency", None)
     samples = []
@@ -74,7 +75,7 @@ async def _run(name: str, url: str, n: int, concurrency: int, two_nodes: bool) -
         await subscriber.open()
     try:
         await _latency(publisher, subscriber, 100)  # warm-up: connections, scripts
-        rate = await _throughput(publisher, subscriber, n, concurrency)
+        rate = await throughput(publisher, subscriber, n, concurrency)
         samples = sorted(await _latency(publisher, subscriber, min(n, 2000)))
     finally:
         if subscriber is not publisher:

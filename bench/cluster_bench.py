@@ -34,9 +34,9 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.broker_bench import _throughput as broker_throughput
+from bench.broker_bench import throughput as broker_throughput
 from buzzi.broker import open_broker
-from buzzi.broker.base import Broker
+from buzzi.broker.base import KeyValue, StreamLog
 from buzzi.chat import conversation_stream
 from buzzi.config import BrokerSettings
 from buzzi.crypto import sha256_hex
@@ -87,7 +87,7 @@ async def _wait(check, timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _create_sessions(broker: Broker, n: int, concurrency: int) -> tuple[list[str], list[str]]:
+async def _create_sessions(broker: KeyValue, n: int, concurrency: int) -> tuple[list[str], list[str]]:
     """N web chat sessions as node A's session cache holds them (what POST /api/chat/sessions leaves
     in Redis). Going through the HTTP API would time the MongoDB-wire stand-in, not the gateway."""
     sids = [new_session_id() for _ in range(n)]
@@ -188,7 +188,7 @@ async def _bench(cluster: Cluster, args: argparse.Namespace) -> Report:
                   clients.refused)
 
 
-async def _publish_all(broker: Broker, streams: list[str], concurrency: int, timed: bool) -> None:
+async def _publish_all(broker: StreamLog, streams: list[str], concurrency: int, timed: bool) -> None:
     todo = iter(streams)
 
     async def worker() -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from buzzi.crypto import SecretBox
 from buzzi.models import PENDING, Message
 from buzzi.store import Store, open_store
+from buzzi.store.sqlite import SQLiteStore
 
 OPS = ("insert", "get", "claim", "update")
 
@@ -81,6 +82,9 @@ async def run(n: int, concurrency: int) -> dict[str, dict[str, float]]:
             await store.open()
             try:
                 table[label if name == "mongo" else "sqlite (file, WAL)"] = await bench_store(store, n, concurrency)
+                if isinstance(store, SQLiteStore):
+                    stats = store.batching  # how well group commit grouped the writes above
+                    print(f"sqlite group commit: {stats.calls} calls in {stats.commits} commits")
             finally:
                 if name == "mongo" and external:
                     from pymongo import AsyncMongoClient

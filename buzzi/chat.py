@@ -1,4 +1,4 @@
-"""Web chat sessions and messages (SPEC §3), independent of HTTP.
+"""Web chat sessions and messages (docs/contract.md §3), independent of HTTP.
 
 A session id is a bearer secret; only its sha256 is stored (on the conversation) and used as a
 cache key, so neither the store nor Redis ever holds a usable session id.
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from buzzi import clock
-from buzzi.broker.base import Broker, wake_inboxes
+from buzzi.broker.base import KeyValue, StreamLog, WakeUps, wake_inboxes
 from buzzi.config import Settings
 from buzzi.crypto import sha256_hex
 from buzzi.errors import ServiceError
@@ -21,6 +21,7 @@ from buzzi.ratelimit import RateLimiter
 from buzzi.store.base import Store
 
 MAX_ATTACHMENTS = 10
+HISTORY_LIMIT = 200  # newest messages a (re)loading widget gets
 
 
 class ChatError(ServiceError):
@@ -48,12 +49,22 @@ class ChatSession:
         return conversation_stream(self.conversation_id)
 
 
+@dataclass(frozen=True)
+class History:
+    last_event_id: str | None  # resume the stream after this event
+    messages: list[Message]  # oldest first
+
+
 def conversation_stream(conversation_id: str) -> str:
     return f"conv:{conversation_id}"
 
 
+class ChatBroker(KeyValue, StreamLog, WakeUps, Protocol):
+    """What chat uses of the broker: the session cache, the stream's newest id, inbox wake-ups."""
+
+
 class ChatService:
-    def __init__(self, store: Store, broker: Broker, limiter: RateLimiter, settings: Settings) -> None:
+    def __init__(self, store: Store, broker: ChatBroker, limiter: RateLimiter, settings: Settings) -> None:
         self.store = store
         self.broker = broker
         self.limiter = limiter
@@ -76,7 +87,8 @@ class ChatService:
             return True
         return origin is not None and origin.rstrip("/") in [o.rstrip("/") for o in agent.allowed_origins]
 
-    async def create_session(self, body: dict[str, Any], origin: str | None) -> tuple[str, ChatSession]:
+    async def create_session(self, body: dict[str, Any], origin: str | None, ip: str) -> tuple[str, ChatSession]:
+        await self.limiter.check(("ip", ip, self.settings.limits.ip_per_minute))
         company, agent = await self.load_agent(body.get("companyId"), body.get("agentId"))
         if not self.origin_allowed(agent, origin):
             raise ChatError(403, "Origin not allowed")
@@ -153,11 +165,15 @@ class ChatService:
         await wake_inboxes(self.broker)
         return message
 
-    async def history(self, session: ChatSession, limit: int = 200) -> list[Message]:
+    async def history(self, session: ChatSession) -> History:
+        # The event id first: a client resuming from it may see an answer twice (it dedupes by
+        # messageId) but never misses one stored between the two reads.
+        last_event_id = await self.broker.last_id(session.stream)
         messages = await self.store.find(
-            Message, conversation_id=session.conversation_id, order_by="created_at", descending=True, limit=limit
+            Message, conversation_id=session.conversation_id, order_by="created_at", descending=True,
+            limit=HISTORY_LIMIT,
         )
-        return list(reversed(messages))
+        return History(last_event_id, list(reversed(messages)))
 
 
 def _customer(value: Any) -> dict[str, Any]:
@@ -181,7 +197,7 @@ PUBLIC_METADATA = ("author", "sources", "confidence", "tokens", "kind")
 
 
 def render_message(message: Message) -> dict[str, Any]:
-    """A message as the chat API shows it to the widget (camelCase, SPEC)."""
+    """A message as the chat API shows it to the widget (camelCase, docs/contract.md)."""
     metadata = {k: message.metadata[k] for k in PUBLIC_METADATA if k in message.metadata}
     return {
         "id": message.id,

@@ -102,6 +102,7 @@ class InboxSettings:
     poll_seconds: float
     concurrency: int
     max_attempts: int
+    retry_base_seconds: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +151,7 @@ class Settings:
         return path if path.is_absolute() else PROJECT_ROOT / path
 
 
-# The environment variable names that SPEC §1 makes part of the contract.
+# The environment variable names that docs/contract.md §1 makes part of the contract.
 SPEC_ENV: dict[str, tuple[str, str]] = {
     "BUZZI_HOST": ("server", "host"),
     "BUZZI_PORT": ("server", "port"),
@@ -345,6 +346,7 @@ def _validate(s: Settings) -> None:
         "inbox.poll_seconds": s.inbox.poll_seconds,
         "inbox.concurrency": s.inbox.concurrency,
         "inbox.max_attempts": s.inbox.max_attempts,
+        "inbox.retry_base_seconds": s.inbox.retry_base_seconds,
         "agents.timeout_seconds": s.agents.timeout_seconds,
         "agents.http_connect_timeout_seconds": s.agents.http_connect_timeout_seconds,
         "channels.send_timeout_seconds": s.channels.send_timeout_seconds,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from buzzi.broker.base import Broker
+from buzzi.broker.base import StreamLog
 from buzzi.chat import conversation_stream
 from buzzi.delivery import ReplyDelivery
+from buzzi.errors import ServiceError
 from buzzi.events import complete, notification
 from buzzi.ids import new_id
 from buzzi.models import Conversation, Message
@@ -16,15 +17,13 @@ from buzzi.store.base import Store
 log = logging.getLogger("buzzi.conversations")
 
 
-class ConversationError(Exception):
+class ConversationError(ServiceError):
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(message, status=status)
 
 
 class ConversationService:
-    def __init__(self, store: Store, broker: Broker, delivery: ReplyDelivery) -> None:
+    def __init__(self, store: Store, broker: StreamLog, delivery: ReplyDelivery) -> None:
         self.store = store
         self.broker = broker
         self.delivery = delivery
@@ -34,9 +33,8 @@ class ConversationService:
 
     async def handover(self, conversation: Conversation, action: str, by: str, note: str | None = None
                        ) -> Conversation:
-        """action "take": a human owns it and the bot stays silent; "release": back to the bot."""
-        if action not in ("take", "release"):
-            raise ConversationError(400, 'action must be "take" or "release"')
+        """action "take": a human owns it and the bot stays silent; "release": back to the bot.
+        Inputs are checked once, by the caller's service (buzzi.admin.conversations)."""
         owner = "human" if action == "take" else "bot"
         updated = await self.store.update(Conversation, conversation.id, {"owner": owner})
         if updated is None:
@@ -47,12 +45,8 @@ class ConversationService:
             "handover", {"owner": owner, **({"message": note} if note else {})})))
         return updated
 
-    async def human_reply(self, conversation: Conversation, content: Any, author: str) -> Message:
+    async def human_reply(self, conversation: Conversation, content: str, author: str) -> Message:
         """Store a person's reply and deliver it on the conversation's channel or widget stream."""
-        if not isinstance(content, str) or not content.strip():
-            raise ConversationError(400, "content must be a non-empty string")
-        if len(content) > 20000:
-            raise ConversationError(400, "content is too long")
         reply = Message(
             id=new_id("message"), conversation_id=conversation.id, company_id=conversation.company_id,
             agent_id=conversation.agent_id, role="human", content=content, channel=conversation.channel,

@@ -80,10 +80,3 @@ def verify_password(password: str, encoded: str) -> bool:
 def sha256_hex(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
-
-def constant_time_equals(a: str | bytes, b: str | bytes) -> bool:
-    if isinstance(a, str):
-        a = a.encode()
-    if isinstance(b, str):
-        b = b.encode()
-    return hmac.compare_digest(a, b)

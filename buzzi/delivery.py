@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from buzzi.channels.base import ReplyTarget, SendError, split_text
+from buzzi.channels.base import ReplyTarget, SendError
 from buzzi.channels.outbound import with_retry
 from buzzi.channels.registry import ChannelRegistry
 from buzzi.config import ChannelSettings
@@ -15,9 +15,6 @@ from buzzi.models import WEB_CHANNEL, Conversation, Message, Webhook
 from buzzi.store.base import Store
 
 log = logging.getLogger("buzzi.delivery")
-
-# Escaping (Telegram HTML, Slack mrkdwn) can lengthen a text: split with room to spare.
-_ESCAPE_HEADROOM = 0.9
 
 
 class ReplyDelivery:
@@ -37,7 +34,7 @@ class ReplyDelivery:
             return False
         adapter = self.channels.adapter(conversation.channel)
         target = ReplyTarget(conversation, in_reply_to, reply_id=reply.id)
-        parts = split_text(reply.content, max(1, int(adapter.text_limit * _ESCAPE_HEADROOM)))
+        parts = adapter.split(reply.content)
         ids: list[str] = []
         attempts = 0
         try:
@@ -47,7 +44,7 @@ class ReplyDelivery:
                 async def send_once(text: str = text) -> list[str]:
                     nonlocal attempts
                     attempts += 1
-                    await adapter.pace(webhook, target)
+                    await self.channels.pacing.pace(adapter, webhook, target)
                     return await adapter.send(webhook, target, text)
 
                 ids.extend(await with_retry(
@@ -74,8 +71,12 @@ class ReplyDelivery:
         webhook = await self.store.get(Webhook, conversation.webhook_id or "")
         if webhook is None:
             return
+        target = ReplyTarget(conversation, in_reply_to)
         try:
-            await self.channels.adapter(conversation.channel).typing(webhook, ReplyTarget(conversation, in_reply_to))
+            adapter = self.channels.adapter(conversation.channel)
+            if adapter.paces_typing:
+                await self.channels.pacing.pace(adapter, webhook, target)
+            await adapter.typing(webhook, target)
         except Exception as exc:  # noqa: BLE001 - a typing indicator never fails a reply
             log.debug("typing indicator failed on %s: %s", conversation.channel, exc.__class__.__name__)
 

@@ -1,11 +1,10 @@
-"""The events an agent emits and the widget receives (SPEC §3 "SSE stream")."""
+"""The events an agent emits and the widget receives (docs/contract.md §3 "SSE stream")."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-EVENT_NAMES = ("thinking", "tool_call", "delta", "complete", "error", "notification")
 TERMINAL = ("complete", "error")
 
 

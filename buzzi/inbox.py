@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 
-from buzzi.broker.base import Broker, wake_inboxes
+from buzzi.broker.base import WakeUps, wake_inboxes
 from buzzi.config import InboxSettings
 from buzzi.models import FAILED, Message
 from buzzi.processing import MessageProcessor
@@ -22,7 +22,7 @@ ORDER_DEFER_SECONDS = 0.3
 
 
 class InboxWorker:
-    def __init__(self, store: Store, broker: Broker, processor: MessageProcessor, settings: InboxSettings,
+    def __init__(self, store: Store, broker: WakeUps, processor: MessageProcessor, settings: InboxSettings,
                  node_id: str) -> None:
         self.store = store
         self.broker = broker
@@ -123,10 +123,6 @@ class InboxWorker:
         finally:
             self._running.pop(message.id, None)
             self._slots.release()
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._running)
 
     async def stop(self, grace: float) -> None:
         """Stop claiming; let running answers finish within `grace`, release the rest."""

@@ -1,18 +1,20 @@
 """The domain: plain dataclasses, stored as documents by every Store implementation.
 
 Times are Unix seconds (float). Field names are snake_case here and in the store; the HTTP layer
-renders camelCase (SPEC).
+renders camelCase (docs/contract.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from buzzi import clock
 
-CHANNELS = ("whatsapp", "telegram", "slack", "teams", "messenger", "instagram", "custom")
+if TYPE_CHECKING:
+    from buzzi.crypto import SecretBox
+
 WEB_CHANNEL = "web"
 SUBSCRIPTION_STATUSES = ("active", "trialing", "past_due", "canceled")
 AGENT_KINDS = ("faq", "openai", "http")
@@ -31,6 +33,17 @@ class Document:
     def from_doc(cls, doc: dict[str, Any]) -> Self:
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         return cls(**{k: v for k, v in doc.items() if k in names})
+
+    @classmethod
+    def seal_fields(cls, doc: dict[str, Any], box: SecretBox) -> dict[str, Any]:
+        """The document (whole, or the fields of an update) as stored: secrets sealed. The Store
+        calls it on every write, so a model with secrets says which they are here, once."""
+        return doc
+
+    @classmethod
+    def unseal_fields(cls, doc: dict[str, Any], box: SecretBox) -> dict[str, Any]:
+        """A stored document with its sealed fields opened again."""
+        return doc
 
 
 @dataclass
@@ -68,6 +81,24 @@ class Agent(Document):
     created_at: float = field(default_factory=clock.now)
     updated_at: float = field(default_factory=clock.now)
 
+    @classmethod
+    def seal_fields(cls, doc: dict[str, Any], box: SecretBox) -> dict[str, Any]:
+        settings = doc.get("settings")
+        if not isinstance(settings, dict):
+            return doc
+        sealed = {k: (box.seal(v) if k in cls.SECRET_SETTINGS and v is not None else v) for k, v in settings.items()}
+        return {**doc, "settings": sealed}
+
+    @classmethod
+    def unseal_fields(cls, doc: dict[str, Any], box: SecretBox) -> dict[str, Any]:
+        settings = doc.get("settings")
+        if not isinstance(settings, dict):
+            return doc
+        # Settings written before a key was declared secret are still plaintext: open only ciphertexts.
+        opened = {k: (box.open(v) if k in cls.SECRET_SETTINGS and isinstance(v, str) and v.startswith(box.PREFIX)
+                      else v) for k, v in settings.items()}
+        return {**doc, "settings": opened}
+
 
 @dataclass
 class Webhook(Document):
@@ -89,6 +120,17 @@ class Webhook(Document):
     created_at: float = field(default_factory=clock.now)
     updated_at: float = field(default_factory=clock.now)
 
+    @classmethod
+    def seal_fields(cls, doc: dict[str, Any], box: SecretBox) -> dict[str, Any]:
+        return {k: (box.seal(v) if k in cls.SEALED else v) for k, v in doc.items()}
+
+    @classmethod
+    def unseal_fields(cls, doc: dict[str, Any], box: SecretBox) -> dict[str, Any]:
+        opened = {**doc, **{key: box.open(doc.get(key)) for key in cls.SEALED}}
+        if opened["credentials"] is None:
+            opened["credentials"] = {}
+        return opened
+
 
 @dataclass
 class User(Document):
@@ -108,7 +150,7 @@ class Conversation(Document):
     id: str
     company_id: str
     agent_id: str
-    channel: str  # one of CHANNELS, or "web" for the widget
+    channel: str  # a registered channel (buzzi.channels.registry), or "web" for the widget
     webhook_id: str | None = None
     external_chat_id: str | None = None
     # Unique per channel chat: "{webhook_id}:{external_chat_id}"; None for web chat.

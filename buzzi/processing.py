@@ -16,13 +16,12 @@ import contextlib
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from buzzi.agents.base import AgentContext
 from buzzi.agents.registry import AgentRegistry
-from buzzi.broker.base import Broker, BrokerUnavailable
-from buzzi.channels.registry import ChannelRegistry
+from buzzi.broker.base import BrokerUnavailable, StreamLog
 from buzzi.chat import conversation_stream
 from buzzi.config import Settings
 from buzzi.conversations import ConversationService
@@ -32,25 +31,52 @@ from buzzi.events import error as error_event
 from buzzi.ids import new_id
 from buzzi.logs import log_fields
 from buzzi.metrics import Metrics
-from buzzi.models import DONE, FAILED, SKIPPED, WEB_CHANNEL, Agent, Company, Conversation, Document, Message
+from buzzi.models import DONE, FAILED, SKIPPED, WEB_CHANNEL, Agent, Company, Conversation, Message
 from buzzi.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("buzzi.processing")
 
 HISTORY_LIMIT = 20
 RETRY = "retry"  # not a stored state: the claim is handed back to be tried again later
-RETRY_BASE_SECONDS = 2.0
 UNAVAILABLE = (StoreUnavailable, BrokerUnavailable)
 
 
-# ([conversation, agent, company], history) read before an answer starts
-Prefetched = tuple[list[Document | None], list[Message]]
+@dataclass(frozen=True)
+class Outcome:
+    """How handling a claimed message ended. DONE, SKIPPED and FAILED are stored on the message,
+    with `note` merged into its metadata; RETRY hands the claim back for `delay` seconds."""
+
+    state: str
+    note: dict[str, Any] = field(default_factory=dict)
+    delay: float = 0.0
+
+    @classmethod
+    def done(cls, **note: Any) -> Outcome:
+        return cls(DONE, note)
+
+    @classmethod
+    def skipped(cls) -> Outcome:
+        return cls(SKIPPED)
+
+    @classmethod
+    def failed(cls, error: str | None = None) -> Outcome:
+        return cls(FAILED, {"error": error} if error else {})
+
+    @classmethod
+    def retry(cls, delay: float) -> Outcome:
+        return cls(RETRY, delay=delay)
+
+    def fields(self, message: Message) -> dict[str, Any]:
+        """What finishing the message stores besides its state."""
+        return {"metadata": {**message.metadata, **self.note}} if self.note else {}
 
 
 @dataclass(frozen=True)
 class AgentFailure:
     code: str
     retryable: bool
+
+
 TYPING_REFRESH_SECONDS = 5.0
 TYPING_STOP_GRACE_SECONDS = 2.0
 
@@ -90,130 +116,141 @@ def complete_event(reply: Message) -> AgentEvent:
 
 
 class MessageProcessor:
-    def __init__(self, store: Store, broker: Broker, agents: AgentRegistry, channels: ChannelRegistry,
-                 settings: Settings, metrics: Metrics, node_id: str) -> None:
+    def __init__(self, store: Store, broker: StreamLog, agents: AgentRegistry, delivery: ReplyDelivery,
+                 conversations: ConversationService, settings: Settings, metrics: Metrics, node_id: str) -> None:
         self.store = store
         self.broker = broker
         self.agents = agents
+        self.delivery = delivery
+        self.conversations = conversations
         self.settings = settings
         self.metrics = metrics
         self.node_id = node_id
-        self.delivery = ReplyDelivery(store, channels, settings.channels, metrics)
-        self.conversations = ConversationService(store, broker, self.delivery)
         phrases = [re.escape(p.strip().lower()) for p in settings.chat.handover_keywords if p.strip()]
         self._handover = re.compile(r"\b(" + "|".join(phrases) + r")\b") if phrases else None
 
     def wants_human(self, text: str) -> bool:
         return bool(self._handover and self._handover.search(text.lower()))
 
-    async def close(self) -> None:
-        pass
-
-    async def prefetch(self, message: Message) -> Prefetched:
-        """What an answer reads before the agent starts: [conversation, agent, company] in one
-        hop, the history queued right behind it."""
-        docs, history = await asyncio.gather(
-            self.store.get_many((Conversation, message.conversation_id), (Agent, message.agent_id),
-                                (Company, message.company_id)),
-            self._history(message),
-        )
-        return docs, history
-
-    async def process(self, message: Message, prefetched: Prefetched | None = None) -> None:
+    async def process(self, message: Message) -> None:
         """Handle a message this node has claimed; always ends by finishing the claim."""
         lease = asyncio.create_task(self._keep_lease(message.id), name=f"lease-{message.id}")
         try:
-            state, fields = await self._answer(message, prefetched)
+            outcome = await self._answer(message)
         except asyncio.CancelledError:
             raise
         except UNAVAILABLE as exc:
             log_fields(log, logging.WARNING, "answer deferred: dependency unavailable", message=message.id,
                        attempt=message.attempts, error=str(exc))
-            state, fields = RETRY, {"delay": self._retry_delay(message)}
+            outcome = self._retry(message)
         except Exception:
             log.exception("processing %s failed", message.id)
-            state, fields = FAILED, {"metadata": {**message.metadata, "error": "internal error"}}
+            outcome = Outcome.failed("internal error")
         finally:
             lease.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lease
         try:
-            await self._finish(message, state, fields)
+            await self._finish(message, outcome)
         except UNAVAILABLE as exc:
             # Still our claim: once its lease runs out, whichever node claims it first answers it.
             log_fields(log, logging.WARNING, "message left to its lease: store unavailable", message=message.id,
                        error=str(exc))
 
-    async def _finish(self, message: Message, state: str, fields: dict[str, Any]) -> None:
-        if state == RETRY:
+    async def _finish(self, message: Message, outcome: Outcome) -> None:
+        if outcome.state == RETRY:
             # A counted attempt marks the message as retried (the next attempt looks for a stored
             # reply and has the widget drop a partial one), so the first retry always counts, and
             # it lengthens the backoff. At the budget the attempt stops counting: a dependency
             # outage outlasting the budget must not hit the inbox's "too many attempts", which is
             # for messages that crash or kill their node. (An agent retry is always under budget.)
             counted = message.attempts < max(2, self.settings.inbox.max_attempts)
-            if await self.store.defer_message(message.id, self.node_id, fields["delay"], count_attempt=counted):
+            if await self.store.defer_message(message.id, self.node_id, outcome.delay, count_attempt=counted):
                 return
-            state, fields = FAILED, {}
-        if not await self.store.finish_message(message.id, self.node_id, state, **fields):
+            outcome = Outcome.failed()
+        if not await self.store.finish_message(message.id, self.node_id, outcome.state, **outcome.fields(message)):
             log.warning("lease on %s was lost before it finished; another node owns it", message.id)
 
-    @staticmethod
-    def _retry_delay(message: Message) -> float:
-        return min(60.0, RETRY_BASE_SECONDS * 2 ** (message.attempts - 1))
+    def _retry(self, message: Message) -> Outcome:
+        base = self.settings.inbox.retry_base_seconds
+        return Outcome.retry(min(60.0, base * 2 ** (message.attempts - 1)))
 
-    async def _answer(self, message: Message, prefetched: Prefetched | None) -> tuple[str, dict[str, Any]]:
-        # A handover or skip just ignores the prefetched history.
-        docs, history = prefetched if prefetched is not None else await self.prefetch(message)
-        conversation, agent, company = docs
+    async def _answer(self, message: Message) -> Outcome:
+        # What an answer reads first, in one hop, with the history queued right behind it (a
+        # handover or skip just ignores the history).
+        (conversation, agent, company), history = await asyncio.gather(
+            self.store.get_many((Conversation, message.conversation_id), (Agent, message.agent_id),
+                                (Company, message.company_id)),
+            self._history(message),
+        )
         if not isinstance(conversation, Conversation) or not isinstance(agent, Agent) \
                 or not isinstance(company, Company):
-            return FAILED, {"metadata": {**message.metadata, "error": "conversation, agent or company is gone"}}
+            return Outcome.failed("conversation, agent or company is gone")
+        stream = conversation_stream(conversation.id)
+        guarded = await self._guard(message, conversation, agent, company)
+        if guarded is None and message.attempts > 1:  # only a retried message can have an earlier attempt
+            guarded = await self._resume(message, conversation, stream)
+        if guarded is not None:
+            return guarded
+        answer = await self._run_with_typing(agent, conversation, message, history, stream)
+        if isinstance(answer, AgentFailure):
+            return await self._agent_failed(message, conversation, answer)
+        return await self._reply(message, conversation, agent, answer, stream)
+
+    async def _guard(self, message: Message, conversation: Conversation, agent: Agent, company: Company
+                     ) -> Outcome | None:
+        """The outcome when the bot must not answer: a person has the conversation or is asked
+        for, or the agent or the subscription is off."""
         if conversation.owner == "human":
-            return SKIPPED, {}  # a person has the conversation: the bot stays silent
+            return Outcome.skipped()  # a person has the conversation: the bot stays silent
         if self.wants_human(message.content):
             note = self.settings.chat.handover_message
             await self.conversations.handover(conversation, "take", "customer", note=note)
             await self._tell_channel(conversation, message, note, "handover")
-            return DONE, {"metadata": {**message.metadata, "handover": True}}
+            return Outcome.done(handover=True)
         if agent.status != "active" or not company.subscription_active():
-            return SKIPPED, {}
+            return Outcome.skipped()
+        return None
 
-        stream = conversation_stream(conversation.id)
-        # Only a retried message can already have a stored answer from an earlier attempt.
-        stored = await self.store.find_one(Message, dedupe_key=f"reply:{message.id}") if message.attempts > 1 else None
-        if stored is not None:
-            # An earlier attempt stored the answer and died (or met an outage) before finishing:
-            # deliver, never re-answer.
-            if stored.delivery.get("status") != "sent":
-                await self.delivery.deliver(conversation, stored, message)
-            if conversation.channel == WEB_CHANNEL:
-                # The widget may never have seen the earlier attempt's complete event; it dedupes
-                # by messageId, so a second one is harmless.
-                await self._publish(stream, complete_event(stored))
-            return DONE, {}
-        if message.attempts > 1:
-            # The stream may hold a partial answer from the interrupted attempt: tell the client
-            # to drop it; the fresh answer follows.
+    async def _resume(self, message: Message, conversation: Conversation, stream: str) -> Outcome | None:
+        """A retried message: deliver the answer an earlier attempt stored (never answer twice),
+        else tell the widget to drop the partial answer the interrupted attempt streamed."""
+        stored = await self.store.find_one(Message, dedupe_key=f"reply:{message.id}")
+        if stored is None:
             await self._publish(stream, error_event(
                 "interrupted", "The answer was interrupted and is being generated again.", True))
+            return None
+        if stored.delivery.get("status") != "sent":
+            await self.delivery.deliver(conversation, stored, message)
+        if conversation.channel == WEB_CHANNEL:
+            # The widget may never have seen the earlier attempt's complete event; it dedupes
+            # by messageId, so a second one is harmless.
+            await self._publish(stream, complete_event(stored))
+        return Outcome.done()
 
+    async def _run_with_typing(self, agent: Agent, conversation: Conversation, message: Message,
+                               history: list[Message], stream: str) -> tuple[str, dict[str, Any]] | AgentFailure:
         typing = TypingIndicator(self.delivery, conversation, message) if conversation.channel != WEB_CHANNEL else None
         try:
-            outcome = await self._run_agent(agent, conversation, message, history, stream)
+            return await self._run_agent(agent, conversation, message, history, stream)
         finally:
             if typing:
                 await typing.stop()
-        if isinstance(outcome, AgentFailure):
-            failed = {"metadata": {**message.metadata, "error": f"agent error: {outcome.code}"}}
-            if conversation.channel == WEB_CHANNEL:
-                return FAILED, failed  # the widget showed the error; the customer can ask again
-            # Nobody watches a stream on a channel: retry what may pass, then say sorry.
-            if outcome.retryable and message.attempts < self.settings.inbox.max_attempts:
-                return RETRY, {"delay": self._retry_delay(message)}
-            await self._tell_channel(conversation, message, self.settings.agents.failure_message, "failure")
-            return FAILED, failed
-        content, metadata = outcome
+
+    async def _agent_failed(self, message: Message, conversation: Conversation, failure: AgentFailure) -> Outcome:
+        if conversation.channel == WEB_CHANNEL:
+            # The widget showed the error; the customer can ask again.
+            return Outcome.failed(f"agent error: {failure.code}")
+        # Nobody watches a stream on a channel: retry what may pass, then say sorry.
+        if failure.retryable and message.attempts < self.settings.inbox.max_attempts:
+            return self._retry(message)
+        await self._tell_channel(conversation, message, self.settings.agents.failure_message, "failure")
+        return Outcome.failed(f"agent error: {failure.code}")
+
+    async def _reply(self, message: Message, conversation: Conversation, agent: Agent,
+                     answer: tuple[str, dict[str, Any]], stream: str) -> Outcome:
+        """Store the agent's answer once, publish it to the conversation's stream and deliver it."""
+        content, metadata = answer
         reply = Message(
             id=new_id("message"), conversation_id=conversation.id, company_id=conversation.company_id,
             agent_id=agent.id, role="assistant", content=content, channel=conversation.channel,
@@ -221,7 +258,7 @@ class MessageProcessor:
             metadata=metadata,
         )
         if not await self.store.add_message_once(reply):
-            return DONE, {}  # another attempt answered first
+            return Outcome.done()  # another attempt answered first
         await self.store.record_message(conversation.id, reply.created_at)
         unpublished: BrokerUnavailable | None = None
         try:
@@ -229,13 +266,12 @@ class MessageProcessor:
         except BrokerUnavailable as exc:
             unpublished = exc  # the stored reply goes out on its channel regardless
         await self.delivery.deliver(conversation, reply, message)
-        if unpublished is not None:
-            log_fields(log, logging.WARNING, "complete event not published", message=message.id,
-                       channel=conversation.channel, error=str(unpublished))
-            if conversation.channel == WEB_CHANNEL:
-                # The widget learns of the answer only from the stream: the retry publishes it again.
-                return RETRY, {"delay": self._retry_delay(message)}
-        return DONE, {}
+        if unpublished is None:
+            return Outcome.done()
+        log_fields(log, logging.WARNING, "complete event not published", message=message.id,
+                   channel=conversation.channel, error=str(unpublished))
+        # The widget learns of the answer only from the stream: the retry publishes it again.
+        return self._retry(message) if conversation.channel == WEB_CHANNEL else Outcome.done()
 
     async def _tell_channel(self, conversation: Conversation, message: Message, text: str, kind: str) -> None:
         """A short system message to a channel customer (handover note, apology), stored once."""

@@ -1,9 +1,9 @@
 """Rate limits on top of the broker's atomic fixed-window counter, so one limit holds for every
-node sharing the broker (SPEC §3: checked and counted atomically, shared by all nodes)."""
+node sharing the broker (docs/contract.md §3: checked and counted atomically, shared by all nodes)."""
 
 from __future__ import annotations
 
-from buzzi.broker.base import Broker, RateDecision
+from buzzi.broker.base import RateCounters, RateDecision
 from buzzi.config import LimitSettings
 from buzzi.errors import Throttled
 from buzzi.metrics import Metrics
@@ -18,7 +18,7 @@ class RateLimited(Throttled):
 
 
 class RateLimiter:
-    def __init__(self, broker: Broker, limits: LimitSettings, metrics: Metrics) -> None:
+    def __init__(self, broker: RateCounters, limits: LimitSettings, metrics: Metrics) -> None:
         self.broker = broker
         self.limits = limits
         self.metrics = metrics

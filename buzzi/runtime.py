@@ -9,6 +9,16 @@ import logging
 import os
 import secrets
 
+from buzzi.admin import AdminServices
+from buzzi.admin.agents import AgentService
+from buzzi.admin.auth import AdminAuth
+from buzzi.admin.companies import CompanyService
+from buzzi.admin.conversations import AdminConversations
+from buzzi.admin.live import LiveViews
+from buzzi.admin.monitoring import Monitoring
+from buzzi.admin.samples import SampleSender
+from buzzi.admin.users import UserService
+from buzzi.admin.webhooks import WebhookAdmin
 from buzzi.agents.registry import AgentRegistry
 from buzzi.auth import TokenService
 from buzzi.bootstrap import ensure_demo, ensure_owner
@@ -17,17 +27,24 @@ from buzzi.broker.base import Broker
 from buzzi.channels.registry import ChannelRegistry
 from buzzi.chat import ChatService
 from buzzi.config import Settings
-from buzzi.crypto import SecretBox
+from buzzi.conversations import ConversationService
+from buzzi.crypto import SecretBox, derive_key
+from buzzi.delivery import ReplyDelivery
+from buzzi.delivery_log import DeliveryLog
 from buzzi.inbox import InboxWorker
+from buzzi.media import MediaFetcher
 from buzzi.metrics import Metrics
 from buzzi.netguard import NetPolicy
+from buzzi.open_streams import OpenStreams
 from buzzi.processing import MessageProcessor
 from buzzi.ratelimit import RateLimiter
 from buzzi.store import Store, open_store
 from buzzi.streams import StreamHub
-from buzzi.webhooks import WebhookService
+from buzzi.webhooks import WebhookIntake
 
 log = logging.getLogger("buzzi.runtime")
+
+DRAIN_TIMEOUT_SECONDS = 5.0  # how long drain() waits for open streams to end their responses
 
 
 def resolve_secret_key(settings: Settings) -> str:
@@ -56,6 +73,7 @@ class Gateway:
         self.box = SecretBox(secret_key)
         self.metrics = Metrics()
         self.tokens = TokenService(secret_key, settings.security.token_ttl_seconds)
+        self.csrf_key = derive_key(secret_key, "dashboard-csrf")
         self.store: Store = open_store(
             settings.store.url, self.box, timeout=settings.store.timeout_seconds,
             database=settings.store.mongodb_database,
@@ -68,18 +86,37 @@ class Gateway:
             net_policy=self.net_policy,
         )
         self.limiter = RateLimiter(self.broker, settings.limits, self.metrics)
-        self.streams = StreamHub(self.broker, settings, self.node_id, self.metrics)
+        self.streams = StreamHub(self.broker, self.broker, settings, self.node_id, self.metrics)
         self.chat = ChatService(self.store, self.broker, self.limiter, settings)
+        self.delivery = ReplyDelivery(self.store, self.channels, settings.channels, self.metrics)
+        self.conversations = ConversationService(self.store, self.broker, self.delivery)
         self.processor = MessageProcessor(
-            self.store, self.broker, self.agents, self.channels, settings, self.metrics, self.node_id
+            self.store, self.broker, self.agents, self.delivery, self.conversations, settings, self.metrics,
+            self.node_id,
         )
         self.inbox = InboxWorker(self.store, self.broker, self.processor, settings.inbox, self.node_id)
-        self.webhooks = WebhookService(
-            self.store, self.broker, self.channels, self.limiter, settings, self.metrics
+        self.webhooks = WebhookIntake(
+            self.store, self.broker, self.channels, self.limiter, settings.webhooks, self.metrics,
+            MediaFetcher(self.store, self.channels, settings.channels), DeliveryLog(self.store, settings.webhooks),
         )
+        self.admin = self._admin_services()
+        self.admin_streams = OpenStreams()  # the dashboard's live pages; chat streams are self.streams'
         self.demo: tuple[str, str] | None = None
         self.generated_admin_password: str | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+
+    def _admin_services(self) -> AdminServices:
+        store, settings = self.store, self.settings
+        return AdminServices(
+            auth=AdminAuth(store, self.broker, self.limiter, self.tokens, settings.security.login_attempts_per_minute),
+            users=UserService(store),
+            companies=CompanyService(store),
+            agents=AgentService(store, self.agents),
+            webhooks=WebhookAdmin(store, self.channels, settings.server.public_url),
+            conversations=AdminConversations(store, self.conversations),
+            monitoring=Monitoring(store, self.broker),
+            live=LiveViews(store, self.broker),
+            samples=SampleSender(store, self.channels, settings.server.public_url),
+        )
 
     async def start(self) -> None:
         await self.store.open()
@@ -107,14 +144,13 @@ class Gateway:
     async def drain(self) -> None:
         """SIGTERM, first half: end open streams cleanly so clients reconnect to another node."""
         self.draining = True
-        await self.streams.drain()
+        await asyncio.gather(self.streams.drain(), self.admin_streams.close_all(DRAIN_TIMEOUT_SECONDS))
 
     async def stop(self) -> None:
         """Finish or release in-flight work within the grace period, then close everything."""
         self.draining = True
         await self.inbox.stop(self.settings.server.shutdown_grace_seconds)
         await self.streams.stop()
-        await self.processor.close()
         await self.agents.close()
         await self.channels.close()
         await self.broker.close()

@@ -3,6 +3,11 @@
 Order of operations for a (re)connecting client: subscribe first, then read the log after its
 Last-Event-ID, then deliver live events, skipping any id already sent. Subscribing before reading
 the log is what makes the hand-over gap-free; skipping ids is what makes it duplicate-free.
+
+A log the broker lost (expired, or a Redis restarted empty) needs no guessing: every event names
+its log's epoch, and a new log's ids start above every id of the old one (buzzi.broker.base
+StreamLog), so for a client at id N the next event it needs is the one after max(N, epoch). Any
+other event means some were missed, and the log tells whether it still holds them.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from buzzi import clock
-from buzzi.broker.base import Broker, StreamEvent, SubscriptionClosed
+from buzzi.broker.base import Presence, StreamEvent, StreamLog, Subscription, SubscriptionClosed
 from buzzi.config import Settings
 from buzzi.errors import Throttled
 from buzzi.events import TERMINAL
@@ -93,8 +98,10 @@ class LiveStream:
 
 
 class StreamHub:
-    def __init__(self, broker: Broker, settings: Settings, node_id: str, metrics: Metrics) -> None:
-        self.broker = broker
+    def __init__(self, stream_log: StreamLog, presence: Presence, settings: Settings, node_id: str,
+                 metrics: Metrics) -> None:
+        self.stream_log = stream_log
+        self.presence = presence  # where this node publishes its live sessions
         self.settings = settings
         self.node_id = node_id
         self.metrics = metrics
@@ -142,88 +149,76 @@ class StreamHub:
         event, on drain, or when the client falls too far behind (it resumes by Last-Event-ID).
         A last_event_id that is not an event id counts as none. Yields HEARTBEAT (None) when nothing
         happened for heartbeat_seconds."""
-        chat = self.settings.chat
-        sub = self.broker.subscribe(live.stream, maxsize=chat.stream_buffer_events)
+        sub = self.stream_log.subscribe(live.stream, maxsize=self.settings.chat.stream_buffer_events)
         live.closed.on_set = sub.close
         try:
             if live.closed.is_set():
                 return
-            resume_seq = parse_event_id(last_event_id)
-            if resume_seq is None:
-                # A fresh client starts at the present: history comes from GET .../messages.
-                # A malformed id counts as none: treating it as 0 would replay the whole log.
-                last_seq = int(await self.broker.last_id(live.stream) or 0)
-            else:
-                last_seq = resume_seq
-                if last_seq and await self._log_reset(live.stream, last_seq):
-                    last_seq = 0  # the ids started again: everything in the new log is new to this client
-                replay = await self.broker.replay(live.stream, str(last_seq))
-                if _gap(replay, last_seq):
-                    yield self._resync(live, replay[0])
-                    return
-                for i, event in enumerate(replay):
+            last_seq, batch = await self._resume(live, last_event_id)
+            while True:
+                for i, event in enumerate(batch):
                     last_seq = event.seq
-                    live.queued = len(replay) - i - 1 + sub.pending()
+                    live.queued = len(batch) - i - 1 + sub.pending()
                     yield event
                     if event.event in TERMINAL:
                         return
-            while not live.closed.is_set():
                 try:
-                    async with asyncio.timeout(chat.heartbeat_seconds):
-                        event = await sub.get()
+                    batch = await self._next_live(live, sub, last_seq)
                 except TimeoutError:
-                    live.queued = 0
-                    yield HEARTBEAT
-                    continue
+                    batch = []  # nothing happened for heartbeat_seconds
                 except SubscriptionClosed:
                     if not live.closed.is_set():
                         log.info("stream %s cut off (slow client or broker closed)", live.conversation_id)
                     return
-                if event.seq <= last_seq:
-                    if not await self._log_reset(live.stream, last_seq):
-                        continue  # already sent: the replay and the live feed overlap
-                    log.warning("stream %s: the broker lost its log (ids restarted); replaying the new one",
-                                live.conversation_id)
-                    last_seq = 0
-                    replay = await self.broker.replay(live.stream, "0")  # holds this event too
-                    if _gap(replay, last_seq):
-                        yield self._resync(live, replay[0])
-                        return
-                    for i, event in enumerate(replay):
-                        last_seq = event.seq
-                        live.queued = len(replay) - i - 1 + sub.pending()
-                        yield event
-                        if event.event in TERMINAL:
-                            return
-                    continue
-                last_seq = event.seq
-                live.queued = sub.pending()
-                yield event
-                if event.event in TERMINAL:
-                    return
+                if not batch:
+                    live.queued = 0
+                    yield HEARTBEAT
         finally:
             live.closed.on_set = None
             sub.close()
+
+    async def _resume(self, live: LiveStream, last_event_id: str | None) -> tuple[int, list[StreamEvent]]:
+        """The id the client is at, and what the log holds for it beyond that."""
+        resume_seq = parse_event_id(last_event_id)
+        if resume_seq is None:
+            # A fresh client starts at the present: history comes from GET .../messages.
+            # A malformed id counts as none: treating it as 0 would replay the whole log.
+            return int(await self.stream_log.last_id(live.stream) or 0), []
+        return resume_seq, await self._replay(live, resume_seq)
+
+    async def _next_live(self, live: LiveStream, sub: Subscription, last_seq: int) -> list[StreamEvent]:
+        """The next live event the client needs, or the logged events up to it when some were missed.
+        TimeoutError when a heartbeat is due; SubscriptionClosed when the stream ends."""
+        while True:
+            async with asyncio.timeout(self.settings.chat.heartbeat_seconds):
+                event = await sub.get()
+            if event.seq <= last_seq:
+                continue  # already sent: the replay and the live feed overlap
+            if not _missed(event, last_seq):
+                return [event]
+            log.warning("stream %s: live events were missed (a new log, or a broker outage); replaying the log",
+                        live.conversation_id)
+            return await self._replay(live, last_seq) or [event]
+
+    async def _replay(self, live: LiveStream, after: int) -> list[StreamEvent]:
+        """Logged events after id `after`; only the resync error when the log lost the next one."""
+        events = await self.stream_log.replay(live.stream, str(after))
+        if events and _missed(events[0], after):
+            return [self._resync(live, events[0])]
+        return events
 
     def _resync(self, live: LiveStream, oldest_kept: StreamEvent) -> StreamEvent:
         """The terminal `error` that tells a client events it never got were trimmed from the log, so
         it must reload the conversation (GET .../messages) instead of trusting its stream.
 
         It is not in the log. Its id is the one just before the oldest event kept: above the client's
-        last id (ids only grow for it, unless the log itself was reset), and the browser's automatic
-        reconnect (Last-Event-ID = this id) then gets every event still kept, with no second resync."""
+        last id (ids only grow), and the browser's automatic reconnect (Last-Event-ID = this id) then
+        gets every event still kept, with no second resync."""
         log.warning("stream %s: the event log no longer holds what the client missed; asking it to resync",
                     live.conversation_id)
         live.queued = 0
         data = {"code": "resync", "message": RESYNC_MESSAGE, "retryable": True}
-        return StreamEvent(str(oldest_kept.seq - 1), "error", data)
-
-    async def _log_reset(self, stream: str, last_seq: int) -> bool:
-        """True when the stream's ids started again below `last_seq`: a Redis that restarted without
-        its data (or a log that expired) counts from 1 again. Ids only grow otherwise, and the log
-        always keeps its newest event, so its newest id can only be below an id sent after a reset."""
-        newest = await self.broker.last_id(stream)
-        return newest is None or int(newest) < last_seq
+        return StreamEvent(str(oldest_kept.seq - 1), "error", data, oldest_kept.epoch)
 
     def sent(self, live: LiveStream, event: StreamEvent, count: int = 1) -> None:
         """`count` events up to and including `event` reached the client."""
@@ -247,7 +242,7 @@ class StreamHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._presence_task
         with contextlib.suppress(Exception):
-            await self.broker.node_leave(self.node_id)
+            await self.presence.node_leave(self.node_id)
 
     async def _publish_presence(self) -> None:
         """Heartbeat this node and its live sessions; push changes within about a second."""
@@ -256,8 +251,8 @@ class StreamHub:
         while True:
             try:
                 info = {"streams": len(self.live), "draining": self.draining, "startedAt": clock.iso(self.started_at)}
-                await self.broker.node_heartbeat(self.node_id, info, ttl)
-                await self.broker.set_sessions(self.node_id, [s.info(self.node_id) for s in self.live], ttl)
+                await self.presence.node_heartbeat(self.node_id, info, ttl)
+                await self.presence.set_sessions(self.node_id, [s.info(self.node_id) for s in self.live], ttl)
             except Exception as exc:  # noqa: BLE001 - presence is best effort; the broker may be restarting
                 log.warning("presence update failed: %s", exc)
             self._dirty.clear()
@@ -277,6 +272,7 @@ def parse_event_id(value: str | None) -> int | None:
     return int(value)
 
 
-def _gap(replay: list[StreamEvent], last_seq: int) -> bool:
-    """True when the log was trimmed past the client: its next event is no longer there."""
-    return bool(replay) and replay[0].seq > last_seq + 1
+def _missed(event: StreamEvent, last_seq: int) -> bool:
+    """True when `event` is not the next one a client at `last_seq` needs: that is the first of the
+    event's log (when the client saw nothing of that log) or the one after last_seq."""
+    return event.seq > max(last_seq, event.epoch) + 1

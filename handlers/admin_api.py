@@ -1,14 +1,12 @@
-"""Admin JSON API (SPEC §4). Thin: authenticate, parse, call a buzzi.admin service, render.
+"""Admin JSON API (docs/contract.md §4). Thin: authenticate, parse, call a buzzi.admin service, render.
 Tenancy and validation live in buzzi.admin, not here."""
 
 from __future__ import annotations
 
-import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from buzzi import clock
-from buzzi.admin import AdminError, AdminServices
-from buzzi.admin.errors import Unauthorized
+from buzzi.admin import AdminServices
 from buzzi.admin.render import (
     render_agent,
     render_company,
@@ -19,20 +17,10 @@ from buzzi.admin.render import (
     render_webhook,
 )
 from buzzi.auth import Principal
-from handlers.base import ApiError, BaseHandler
-
-if TYPE_CHECKING:
-    from buzzi.runtime import Gateway
+from buzzi.errors import NotFound, Unauthorized
+from handlers.base import BaseHandler, service_error
 
 ID = r"([A-Za-z0-9_\-]{1,100})"
-_services: weakref.WeakKeyDictionary[Gateway, AdminServices] = weakref.WeakKeyDictionary()
-
-
-def services(gateway: Gateway) -> AdminServices:
-    found = _services.get(gateway)
-    if found is None:
-        found = _services[gateway] = AdminServices.from_gateway(gateway)
-    return found
 
 
 class AdminHandler(BaseHandler):
@@ -41,7 +29,7 @@ class AdminHandler(BaseHandler):
 
     @property
     def admin(self) -> AdminServices:
-        return services(self.gateway)
+        return self.gateway.admin
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -61,13 +49,12 @@ class AdminHandler(BaseHandler):
     def public_url(self) -> str:
         return self.gateway.settings.server.public_url
 
-    def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, AdminError):
-            headers = dict(e.headers)
-            if isinstance(e, Unauthorized) and e.message == "Unauthorized":
-                headers["WWW-Authenticate"] = "Bearer"
-            e = ApiError(e.status, e.message, headers=headers, extra=e.extra)
-        super()._handle_request_exception(e)
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # A missing or bad token (not a failed login) tells the client which scheme to use (RFC 6750).
+        error = service_error(kwargs)
+        if isinstance(error, Unauthorized) and error.message == "Unauthorized":
+            self.set_header("WWW-Authenticate", "Bearer")
+        super().write_error(status_code, **kwargs)
 
 
 class LoginHandler(AdminHandler):
@@ -240,7 +227,7 @@ class AdminNotFoundHandler(AdminHandler):
 
     async def prepare(self) -> None:
         await super().prepare()
-        raise ApiError(404, "Not found")
+        raise NotFound()
 
 
 COMPANY = rf"/api/admin/companies/{ID}"

@@ -1,5 +1,6 @@
 """What every handler shares: JSON in and out, errors as JSON, client IP, metrics and the access log.
-Handlers stay thin: parse the request, call a buzzi service, render the answer."""
+Handlers stay thin: parse the request, call a buzzi service, render the answer. Services raise
+buzzi.errors.ServiceError; `BaseHandler.write_error` is the one place that turns it into a response."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
-from buzzi.broker.base import BrokerUnavailable
+from buzzi.errors import ServiceError, Unavailable
 from buzzi.logs import log_fields
-from buzzi.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
     from buzzi.runtime import Gateway
@@ -22,28 +22,16 @@ access_log = logging.getLogger("buzzi.access")
 log = logging.getLogger("buzzi.handlers")
 
 
-class ApiError(Exception):
-    """An expected failure with the status and JSON body the client gets."""
-
-    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-        self.extra = extra or {}
-
-
 def parse_json_object(body: bytes, what: str = "body") -> dict[str, Any]:
     try:
         data = json.loads(body or b"")
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
-        raise ApiError(400, f"Invalid JSON {what}") from None
+        raise ServiceError(f"Invalid JSON {what}") from None
     if not isinstance(data, dict):
-        raise ApiError(400, f"JSON {what} must be an object")
+        raise ServiceError(f"JSON {what} must be an object")
     field = _first_non_utf8_field(data)
     if field is not None:
-        raise ApiError(400, f"{field}: not valid Unicode text (lone surrogate)")
+        raise ServiceError(f"{field}: not valid Unicode text (lone surrogate)")
     return data
 
 
@@ -116,34 +104,31 @@ class BaseHandler(tornado.web.RequestHandler):
                 return hop
         return self.request.headers.get("X-Real-IP", remote)
 
-    def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, ApiError):
-            if self._finished:
-                return
-            for name, value in e.headers.items():
-                self.set_header(name, value)
-            self.write_json({"error": e.message, **e.extra}, e.status)
-            return
-        if isinstance(e, StoreUnavailable | BrokerUnavailable):
-            log_fields(log, logging.WARNING, "dependency unavailable", error=str(e),
-                       path=loggable_path(self.request.path))
-            if not self._finished:
-                self.write_json({"error": "Unavailable"}, 503)
-            return
-        super()._handle_request_exception(e)
-
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        # Expected failures are answers, not crashes: no traceback. An outage is worth a warning.
         # Tornado's own version logs the full URI, which can hold a chat session id.
-        if isinstance(value, tornado.web.HTTPError):
+        if isinstance(value, Unavailable):
+            log_fields(log, logging.WARNING, "dependency unavailable", error=str(value),
+                       path=loggable_path(self.request.path))
+            return
+        if isinstance(value, tornado.web.HTTPError | ServiceError):
             return
         log.error("uncaught exception in %s %s", self.request.method, loggable_path(self.request.path),
                   exc_info=(typ, value, tb))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        messages = {404: "Not found", 405: "Method not allowed", 500: "Internal server error"}
-        reason = messages.get(status_code, self._reason)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"error": reason}))
+        """The one mapping of errors to answers: a ServiceError gives its status, headers and body;
+        anything else `{"error": reason}`. Tornado's send_error has already reset the headers to
+        set_default_headers(), so headers every answer needs (CORS, no-store) belong there."""
+        error = service_error(kwargs)
+        if error is None:
+            messages = {404: "Not found", 405: "Method not allowed", 500: "Internal server error"}
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.finish(json.dumps({"error": messages.get(status_code, self._reason)}))
+            return
+        for name, value in error.headers.items():
+            self.set_header(name, value)
+        self.write_json(error.body(), error.status)
 
     def on_finish(self) -> None:
         route = type(self).__name__
@@ -152,6 +137,13 @@ class BaseHandler(tornado.web.RequestHandler):
         metrics = self.gateway.metrics
         metrics.http_requests.labels(route, self.request.method, str(status)).inc()
         metrics.http_latency.labels(route).observe(elapsed)
+
+
+def service_error(write_error_kwargs: dict[str, Any]) -> ServiceError | None:
+    """The ServiceError that write_error was called for, if that is what it was called for."""
+    exc_info = write_error_kwargs.get("exc_info")
+    error = exc_info[1] if exc_info else None
+    return error if isinstance(error, ServiceError) else None
 
 
 _SESSION_IN_PATH = re.compile(r"/api/chat/s_[^/]+")

@@ -1,4 +1,4 @@
-"""Operations endpoints: liveness, readiness and Prometheus metrics (SPEC §5)."""
+"""Operations endpoints: liveness, readiness and Prometheus metrics (docs/contract.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Operations endpoints (SPEC §5) on an in-process gateway."""
+"""Operations endpoints (docs/contract.md §5) on an in-process gateway."""
 
 from __future__ import annotations
 

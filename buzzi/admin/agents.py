@@ -6,11 +6,11 @@ from typing import Any
 
 from buzzi.admin import scope
 from buzzi.admin import validation as v
-from buzzi.admin.errors import Invalid
 from buzzi.admin.render import ELLIPSIS
 from buzzi.agents.base import SettingsError
 from buzzi.agents.registry import AgentRegistry
 from buzzi.auth import Principal
+from buzzi.errors import Invalid
 from buzzi.ids import new_id
 from buzzi.models import AGENT_KINDS, Agent, Webhook
 from buzzi.store.base import Store

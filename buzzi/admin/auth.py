@@ -8,10 +8,10 @@ import math
 from typing import Any
 
 from buzzi import clock
-from buzzi.admin.errors import Throttled, Unauthorized
 from buzzi.auth import InvalidToken, Principal, TokenService
-from buzzi.broker.base import Broker
+from buzzi.broker.base import KeyValue
 from buzzi.crypto import hash_password, sha256_hex, verify_password
+from buzzi.errors import Throttled, Unauthorized
 from buzzi.models import User
 from buzzi.ratelimit import RateLimited, RateLimiter
 from buzzi.store.base import Store
@@ -21,7 +21,7 @@ _DUMMY_HASH = hash_password("buzzi-dummy-password-for-timing")
 
 
 class AdminAuth:
-    def __init__(self, store: Store, broker: Broker, limiter: RateLimiter, tokens: TokenService,
+    def __init__(self, store: Store, broker: KeyValue, limiter: RateLimiter, tokens: TokenService,
                  attempts_per_minute: int) -> None:
         self.store = store
         self.broker = broker
@@ -58,6 +58,14 @@ class AdminAuth:
             raise Unauthorized()
         return Principal(user.id, user.email, user.role, user.company_id)
 
+    async def end_session(self, session: str) -> None:
+        """Logout of a dashboard session: its token stays valid until it expires, so the session is
+        remembered as revoked (on the shared broker, for every node) until then."""
+        await self.broker.kv_set(_revoked_key(session), "1", float(self.tokens.ttl))
+
+    async def session_revoked(self, session: str) -> bool:
+        return await self.broker.kv_get(_revoked_key(session)) is not None
+
     async def _find(self, email: str) -> User | None:
         return await self.store.find_one(User, email=email)
 
@@ -88,3 +96,8 @@ class AdminAuth:
                 if scope == exc.scope:
                     await self.broker.kv_set(f"lock:{scope}:{key}", repr(until), exc.retry_after)
             raise Throttled(exc.retry_after) from None
+
+
+def _revoked_key(session: str) -> str:
+    # Hashed: the session cookie holds a bearer token, which does not belong in broker key names.
+    return f"dash-logout:{sha256_hex(session)[:40]}"

@@ -7,8 +7,8 @@ from typing import Any
 
 from buzzi.admin import scope
 from buzzi.admin import validation as v
-from buzzi.admin.errors import Forbidden
 from buzzi.auth import Principal
+from buzzi.errors import Forbidden
 from buzzi.ids import new_id
 from buzzi.models import (
     SUBSCRIPTION_STATUSES,

@@ -6,10 +6,11 @@ from typing import Any
 
 from buzzi.admin import scope
 from buzzi.admin import validation as v
-from buzzi.admin.errors import AdminError, Conflict
 from buzzi.auth import Principal
-from buzzi.conversations import ConversationError, ConversationService
-from buzzi.models import CHANNELS, WEB_CHANNEL, Conversation, Message
+from buzzi.channels.registry import CHANNELS
+from buzzi.conversations import ConversationService
+from buzzi.errors import Conflict
+from buzzi.models import WEB_CHANNEL, Conversation, Message
 from buzzi.store.base import Store
 
 STATUSES = ("open", "closed")
@@ -23,14 +24,10 @@ class AdminConversations:
 
     async def list(self, principal: Principal, query: dict[str, str | None]) -> list[Conversation]:
         """Newest activity first. A company admin's list is always their own company's."""
-        where: dict[str, Any] = {}
-        company_id = query.get("companyId") or None
-        if not principal.is_owner:
-            if company_id is not None and company_id != principal.company_id:
-                return []
-            company_id = principal.company_id
-        if company_id is not None:
-            where["company_id"] = company_id
+        company = scope.company_filter(principal, query.get("companyId"))
+        if company is None:
+            return []
+        where: dict[str, Any] = dict(company)
         if query.get("agentId"):
             where["agent_id"] = query["agentId"]
         if query.get("status"):
@@ -60,10 +57,7 @@ class AdminConversations:
         v.only(data, ("action", "message"))
         action = v.choice(v.require(data, "action"), "action", ("take", "release"))
         note = v.string(data["message"], "message", max_len=1000) if data.get("message") is not None else None
-        try:
-            return await self.service.handover(conversation, action, principal.email, note)
-        except ConversationError as exc:
-            raise AdminError(exc.message, status=exc.status) from None
+        return await self.service.handover(conversation, action, principal.email, note)
 
     async def reply(self, principal: Principal, conversation_id: str, data: Any) -> Message:
         """The human's reply, on the conversation's channel; only while a human has taken it over,
@@ -74,10 +68,7 @@ class AdminConversations:
         content = v.string(v.require(data, "content"), "content", max_len=20000)
         if conversation.owner != "human":
             raise Conflict("The conversation is not taken over by a human: take it first (handover take)")
-        try:
-            reply = await self.service.human_reply(conversation, content, principal.email)
-        except ConversationError as exc:
-            raise AdminError(exc.message, status=exc.status) from None
+        reply = await self.service.human_reply(conversation, content, principal.email)
         # Delivery on a channel is recorded on the message: read it back so the answer shows it.
         return await self.store.get(Message, reply.id) or reply
 

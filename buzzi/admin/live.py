@@ -1,5 +1,5 @@
 """Live views for the admin dashboard, independent of HTTP: one conversation as it happens, and the
-cluster's live sessions as periodic snapshots. Callers check tenancy first (buzzi.admin.scope);
+cluster's live sessions as periodic snapshots. `LiveViews` hands them out after the tenancy check;
 both feeds end when `closed` is set, so a front end ties them to its client's connection."""
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from buzzi.admin import scope
 from buzzi.admin.render import render_conversation, render_message
 from buzzi.auth import Principal
-from buzzi.broker.base import Broker, StreamEvent, SubscriptionClosed
+from buzzi.broker.base import Presence, StreamEvent, StreamLog, SubscriptionClosed
 from buzzi.chat import conversation_stream
 from buzzi.models import Company, Conversation, Message
 from buzzi.store.base import Store
@@ -43,15 +44,16 @@ class ConversationFeed:
     conversation itself changed. The store is read as well as the stream because user messages and
     delivery outcomes (a failed send on a channel) are stored, not published."""
 
-    def __init__(self, store: Store, broker: Broker, conversation_id: str, *, poll_seconds: float = 2.0,
-                 history: int = 200, recent: int = 50, buffer: int = 256) -> None:
+    poll_seconds = 2.0  # the store is read at least this often (user messages are not published)
+    history = 200  # messages sent when the feed starts
+    recent = 50  # messages compared on each later read of the store
+    buffer = 256  # stream events one slow watcher may fall behind before its feed ends
+
+    def __init__(self, store: Store, broker: StreamLog, conversation: Conversation) -> None:
         self.store = store
         self.broker = broker
-        self.conversation_id = conversation_id
-        self.poll_seconds = poll_seconds
-        self.history = history
-        self.recent = recent
-        self.buffer = buffer
+        self.conversation = conversation  # as it was when the feed started
+        self.conversation_id = conversation.id
         self._seen: dict[str, str] = {}  # message id -> fingerprint of what was last sent
         self._conversation: str | None = None
 
@@ -138,11 +140,12 @@ class SessionsFeed:
     """The live sessions a principal may see, with the nodes holding them, as a snapshot every
     `interval` seconds; a snapshot is sent only when it differs from the last one."""
 
-    def __init__(self, store: Store, broker: Broker, principal: Principal, *, interval: float = 1.5) -> None:
+    interval = 1.5  # seconds between looks at the sessions
+
+    def __init__(self, store: Store, broker: Presence, principal: Principal) -> None:
         self.store = store
         self.broker = broker
         self.principal = principal
-        self.interval = interval
         self._names: dict[str, str | None] = {}
 
     async def snapshot(self) -> dict[str, Any]:
@@ -191,13 +194,32 @@ class SessionsFeed:
         return self._names[company_id]
 
 
-async def company_names(store: Store, company_ids: Iterable[str]) -> dict[str, str]:
-    """Display names of companies the caller may already see (an unknown id shows as itself)."""
-    names: dict[str, str] = {}
-    for company_id in dict.fromkeys(company_ids):
-        company = await store.get(Company, company_id)
-        names[company_id] = company.name if company else company_id
-    return names
+class LiveBroker(StreamLog, Presence, Protocol):
+    """What the live views use of the broker: conversation streams, and presence for sessions."""
+
+
+class LiveViews:
+    """The live feeds and the names they show, each after the principal's tenancy check."""
+
+    def __init__(self, store: Store, broker: LiveBroker) -> None:
+        self.store = store
+        self.broker = broker
+
+    async def conversation_feed(self, principal: Principal, conversation_id: str) -> ConversationFeed:
+        conversation = await scope.conversation(self.store, principal, conversation_id)
+        return ConversationFeed(self.store, self.broker, conversation)
+
+    def sessions_feed(self, principal: Principal) -> SessionsFeed:
+        return SessionsFeed(self.store, self.broker, principal)
+
+    async def company_names(self, principal: Principal, company_ids: Iterable[str]) -> dict[str, str]:
+        """Display names of the given companies; one the principal may not see, or that is gone,
+        shows as its id."""
+        names: dict[str, str] = {}
+        for company_id in dict.fromkeys(company_ids):
+            company = await self.store.get(Company, company_id) if principal.can_access(company_id) else None
+            names[company_id] = company.name if company else company_id
+        return names
 
 
 def _fingerprint(data: Any) -> str:

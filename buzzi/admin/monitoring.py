@@ -7,7 +7,8 @@ from typing import Any
 from buzzi.admin import scope
 from buzzi.admin import validation as v
 from buzzi.auth import Principal
-from buzzi.broker.base import Broker
+from buzzi.broker.base import Presence
+from buzzi.errors import NotFound
 from buzzi.models import WebhookEvent
 from buzzi.store.base import Store
 
@@ -15,19 +16,17 @@ OUTCOMES = ("ok", "duplicate", "ignored", "rejected", "error", "verified")
 
 
 class Monitoring:
-    def __init__(self, store: Store, broker: Broker) -> None:
+    def __init__(self, store: Store, broker: Presence) -> None:
         self.store = store
         self.broker = broker
 
     async def sessions(self, principal: Principal, query: dict[str, str | None]) -> list[dict[str, Any]]:
+        company = scope.company_filter(principal, query.get("companyId"))
+        if company is None:
+            return []
         sessions = await self.broker.list_sessions()
-        company_id = query.get("companyId") or None
-        if not principal.is_owner:
-            if company_id not in (None, principal.company_id):
-                return []
-            company_id = principal.company_id
-        if company_id is not None:
-            sessions = [s for s in sessions if s.get("companyId") == company_id]
+        if company:
+            sessions = [s for s in sessions if s.get("companyId") == company["company_id"]]
         return sessions
 
     async def nodes(self, principal: Principal) -> list[dict[str, Any]]:
@@ -40,14 +39,20 @@ class Monitoring:
         if query.get("webhookId"):
             webhook = await scope.webhook_by_id(self.store, principal, query["webhookId"] or "")
             where["webhook_id"] = webhook.id
-        company_id = query.get("companyId") or None
-        if not principal.is_owner:
-            if company_id not in (None, principal.company_id):
-                return []
-            company_id = principal.company_id
-        if company_id is not None:
-            where["company_id"] = company_id
+        company = scope.company_filter(principal, query.get("companyId"))
+        if company is None:
+            return []
+        where.update(company)
         if query.get("outcome"):
             where["outcome"] = v.choice(query["outcome"], "outcome", OUTCOMES)
         count = v.limit(query.get("limit"), default=50, maximum=500)
         return await self.store.find(WebhookEvent, order_by="received_at", descending=True, limit=count, **where)
+
+    async def webhook_event(self, principal: Principal, company_id: str, agent_id: str, webhook_id: str,
+                            event_id: str) -> WebhookEvent:
+        """One delivery of a webhook the principal may see: another webhook's or tenant's event is NotFound."""
+        webhook = await scope.webhook(self.store, principal, company_id, agent_id, webhook_id)
+        event = await self.store.get(WebhookEvent, event_id)
+        if event is None or event.webhook_id != webhook.id or event.company_id != webhook.company_id:
+            raise NotFound()
+        return event

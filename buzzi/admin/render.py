@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from buzzi import clock
+from buzzi.delivery_log import redact_headers
 from buzzi.models import Agent, Company, Conversation, Message, User, Webhook, WebhookEvent
-from buzzi.webhooks import redact_headers
 
 ELLIPSIS = "\u2026"
 # Well-known, non-secret prefixes that tell a reader which kind of key it is.

@@ -3,10 +3,21 @@ company admin cannot even learn that they exist."""
 
 from __future__ import annotations
 
-from buzzi.admin.errors import Forbidden, NotFound
 from buzzi.auth import Principal
+from buzzi.errors import Forbidden, NotFound
 from buzzi.models import Agent, Company, Conversation, Webhook
 from buzzi.store.base import Store
+
+
+def company_filter(principal: Principal, requested: str | None) -> dict[str, str] | None:
+    """The company condition of a list query: `{}` (every company) for an owner who named none,
+    `{"company_id": ...}` for the named or, for a company admin, always their own company, and None
+    when a company admin named another tenant's company: that list is empty, as for an unknown id."""
+    if not principal.is_owner:
+        if requested and requested != principal.company_id:
+            return None
+        requested = principal.company_id
+    return {"company_id": requested} if requested else {}
 
 
 def require_owner(principal: Principal) -> None:

@@ -8,9 +8,9 @@ from typing import Any
 
 from buzzi.admin import scope
 from buzzi.admin import validation as v
-from buzzi.admin.errors import Conflict, Forbidden, Invalid, NotFound
 from buzzi.auth import Principal
 from buzzi.crypto import hash_password
+from buzzi.errors import Conflict, Forbidden, Invalid, NotFound
 from buzzi.ids import new_id
 from buzzi.models import ROLES, User
 from buzzi.store.base import DuplicateKey, Store

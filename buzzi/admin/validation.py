@@ -1,5 +1,5 @@
 """Field checks for admin request bodies and queries. Every failure is an Invalid naming the field
-in the SPEC's camelCase (e.g. "subscription.status", "ipAllowlist[2]")."""
+in the contract's camelCase (e.g. "subscription.status", "ipAllowlist[2]")."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from buzzi import clock
-from buzzi.admin.errors import Invalid
+from buzzi.errors import Invalid
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}$")
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024

@@ -9,13 +9,13 @@ from typing import Any
 
 from buzzi.admin import scope
 from buzzi.admin import validation as v
-from buzzi.admin.errors import Invalid, UpstreamFailed
 from buzzi.admin.render import webhook_url
 from buzzi.auth import Principal
 from buzzi.channels.base import ChannelAdapter, CredentialsError
-from buzzi.channels.registry import ChannelRegistry
+from buzzi.channels.registry import CHANNELS, ChannelRegistry
+from buzzi.errors import Invalid, UpstreamFailed
 from buzzi.ids import new_id
-from buzzi.models import CHANNELS, Webhook
+from buzzi.models import Webhook
 from buzzi.store.base import Store
 
 log = logging.getLogger("buzzi.admin.webhooks")
@@ -26,7 +26,7 @@ STATUSES = ("active", "disabled")
 MAX_SECRET = 1024
 
 
-class WebhookService:
+class WebhookAdmin:
     def __init__(self, store: Store, channels: ChannelRegistry, public_url: str) -> None:
         self.store = store
         self.channels = channels
@@ -38,6 +38,11 @@ class WebhookService:
     async def list(self, principal: Principal, company_id: str, agent_id: str) -> list[Webhook]:
         await scope.agent(self.store, principal, company_id, agent_id)
         return await self.store.find(Webhook, agent_id=agent_id)
+
+    async def count_by_agent(self, principal: Principal, company_id: str, agent_ids: list[str]) -> dict[str, int]:
+        """How many webhooks each of a company's agents has (an agent of another company counts 0)."""
+        await scope.company(self.store, principal, company_id)
+        return {aid: await self.store.count(Webhook, agent_id=aid, company_id=company_id) for aid in agent_ids}
 
     async def get(self, principal: Principal, company_id: str, agent_id: str, webhook_id: str) -> Webhook:
         return await scope.webhook(self.store, principal, company_id, agent_id, webhook_id)

@@ -109,7 +109,6 @@ class IndexCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[str, BM25Index] = OrderedDict()
         self._lock = threading.Lock()
-        self.builds = 0  # how many indexes were built (tests check the cache is used)
 
     def get(self, documents: Sequence[Mapping[str, Any]]) -> BM25Index:
         key = documents_key(documents)
@@ -120,7 +119,6 @@ class IndexCache:
                 return index
         index = BM25Index(document_text(d) for d in documents)
         with self._lock:
-            self.builds += 1
             self._entries[key] = index
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:

@@ -2,7 +2,7 @@
 Webhooks (webhook-id = the user message id, so the service can dedupe a retried request).
 
 The service answers either JSON `{"content", "sources"?}` (streamed on as word-boundary deltas)
-or `text/event-stream` with the SPEC's events, passed through. The run still guarantees the
+or `text/event-stream` with the contract's events, passed through. The run still guarantees the
 invariants: exactly one terminal event, and `complete` content == the concatenated deltas.
 """
 
@@ -28,6 +28,7 @@ from buzzi.agents.upstream import (
     UpstreamFailure,
     for_exception,
     for_status,
+    parse_json,
     protocol,
     read_body,
     too_long,
@@ -109,7 +110,7 @@ class HttpAgent(AgentRunner):
 
 async def _relay_json(raw: bytes, question: str) -> AsyncIterator[AgentEvent]:
     try:
-        doc = json.loads(raw)
+        doc = parse_json(raw)
     except ValueError:
         raise protocol(WHAT, "the answer is not JSON") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("content"), str):
@@ -134,7 +135,7 @@ async def _relay_stream(resp: aiohttp.ClientResponse, question: str) -> AsyncIte
     size = 0
     async for sse in iter_sse(resp.content):
         try:
-            data = json.loads(sse.data)
+            data = parse_json(sse.data)
         except ValueError:
             raise protocol(WHAT, f"{sse.event} data is not JSON") from None
         if not isinstance(data, dict):
@@ -148,21 +149,6 @@ async def _relay_stream(resp: aiohttp.ClientResponse, question: str) -> AsyncIte
                     raise too_long(WHAT)
                 parts.append(text)
                 yield delta(text)
-        elif name == "thinking":
-            progress = data.get("progress", 0.0)
-            if isinstance(progress, bool) or not isinstance(progress, int | float):
-                raise protocol(WHAT, "thinking.progress must be a number")
-            yield thinking(_field(data, "step", str, name), progress)
-        elif name == "tool_call":
-            status = _field(data, "status", str, name)
-            if status not in TOOL_STATUSES:
-                raise protocol(WHAT, "tool_call.status is not executing|completed|failed")
-            yield tool_call(_field(data, "tool", str, name), status, data.get("result"))
-        elif name == "notification":
-            type_ = _field(data, "type", str, name)
-            if type_ not in NOTIFICATION_TYPES:
-                raise protocol(WHAT, "notification.type is not handover|typing|read")
-            yield notification(type_, data.get("data"))
         elif name == "error":
             retryable = data.get("retryable", False)
             yield error(str(data.get("code") or "agent_error"), str(data.get("message") or "The agent failed"),
@@ -172,8 +158,37 @@ async def _relay_stream(resp: aiohttp.ClientResponse, question: str) -> AsyncIte
             async for event in _finish(data, parts, question):
                 yield event
             return
+        elif name in _PROGRESS_EVENTS:
+            yield _PROGRESS_EVENTS[name](data)
         # other event names (a "message" keep-alive, future additions) are ignored
     raise truncated(WHAT)
+
+
+def _thinking(data: dict[str, Any]) -> AgentEvent:
+    progress = data.get("progress", 0.0)
+    if isinstance(progress, bool) or not isinstance(progress, int | float):
+        raise protocol(WHAT, "thinking.progress must be a number")
+    return thinking(_field(data, "step", str, "thinking"), progress)
+
+
+def _tool_call(data: dict[str, Any]) -> AgentEvent:
+    status = _field(data, "status", str, "tool_call")
+    if status not in TOOL_STATUSES:
+        raise protocol(WHAT, "tool_call.status is not executing|completed|failed")
+    return tool_call(_field(data, "tool", str, "tool_call"), status, data.get("result"))
+
+
+def _notification(data: dict[str, Any]) -> AgentEvent:
+    type_ = _field(data, "type", str, "notification")
+    if type_ not in NOTIFICATION_TYPES:
+        raise protocol(WHAT, "notification.type is not handover|typing|read")
+    return notification(type_, data.get("data"))
+
+
+# Events passed through as they come, once checked against the contract's shape.
+_PROGRESS_EVENTS: dict[str, Callable[[dict[str, Any]], AgentEvent]] = {
+    "thinking": _thinking, "tool_call": _tool_call, "notification": _notification,
+}
 
 
 async def _finish(data: dict[str, Any], parts: list[str], question: str) -> AsyncIterator[AgentEvent]:

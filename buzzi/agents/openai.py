@@ -9,7 +9,6 @@ exactly one `error` and no `complete` (the caller discards the partial answer).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
@@ -29,6 +28,7 @@ from buzzi.agents.upstream import (
     UpstreamFailure,
     for_exception,
     for_status,
+    parse_json,
     protocol,
     read_body,
     too_long,
@@ -181,7 +181,7 @@ class OpenAIAgent(AgentRunner):
 
 def _parse_chunk(data: str) -> dict[str, Any]:
     try:
-        chunk = json.loads(data)
+        chunk = parse_json(data)
     except ValueError:
         raise protocol(WHAT, "a stream event is not JSON") from None
     if not isinstance(chunk, dict):
@@ -197,7 +197,7 @@ def _parse_chunk(data: str) -> dict[str, Any]:
 
 async def _whole_completion(raw: bytes, parts: list[str], usage: dict[str, Any]) -> AsyncIterator[AgentEvent]:
     try:
-        doc = json.loads(raw)
+        doc = parse_json(raw)
         content = doc["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
         raise protocol(WHAT, "not a chat completion") from None

@@ -6,6 +6,10 @@ carry upstream bodies, URLs with credentials, or keys; details go to the log.
 
 from __future__ import annotations
 
+import json
+import re
+from typing import Any
+
 import aiohttp
 
 from buzzi.events import AgentEvent, error
@@ -23,6 +27,8 @@ BLOCKED = "upstream_blocked"
 # Upstreams are other people's servers: bound what one answer may make us hold in memory.
 MAX_BODY_BYTES = 2_000_000
 MAX_ANSWER_CHARS = 200_000
+# After json.loads a surrogate code point can only be a lone one (escaped pairs are joined).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class UpstreamFailure(Exception):
@@ -80,3 +86,28 @@ async def read_body(resp: aiohttp.ClientResponse, what: str) -> bytes:
     if len(raw) > MAX_BODY_BYTES:
         raise protocol(what, "the answer is too large")
     return raw
+
+
+def parse_json(raw: str | bytes) -> Any:
+    """json.loads, with every lone UTF-16 surrogate in keys and strings replaced by U+FFFD. JSON
+    lets "\\ud800" through, but UTF-8 cannot encode it: stored or streamed, it would break the
+    reply for good. Raises ValueError like json.loads."""
+    data = json.loads(raw)
+    if isinstance(data, str):
+        return _LONE_SURROGATE.sub("\ufffd", data)
+    pending = [data] if isinstance(data, dict | list) else []
+    while pending:  # iterative: nesting as deep as json.loads allows cannot exhaust the stack here
+        node = pending.pop()
+        if isinstance(node, dict):
+            for key in [k for k in node if _LONE_SURROGATE.search(k)]:
+                node[_LONE_SURROGATE.sub("\ufffd", key)] = node.pop(key)
+            slots: Any = node.items()
+        else:
+            slots = enumerate(node)
+        for slot, value in list(slots):
+            if isinstance(value, str):
+                if _LONE_SURROGATE.search(value):
+                    node[slot] = _LONE_SURROGATE.sub("\ufffd", value)
+            elif isinstance(value, dict | list):
+                pending.append(value)
+    return data

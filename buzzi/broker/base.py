@@ -1,11 +1,16 @@
-"""The Broker seam: how nodes share live events, short-lived state and limits.
+"""The broker seams: how nodes share live events, short-lived state, limits, presence and wake-ups.
 
-Implementations side by side: memory.py (one node) and redis.py (a cluster). One contract suite
-(tests/broker) runs against both. Like Centrifugo's engine: publish into a per-stream history,
-deliver live to whichever node holds the subscriber, replay from history on reconnect.
+One small protocol per concern, so that each consumer depends only on what it uses:
 
-Stream event ids are decimal integers (as strings), strictly increasing per stream, so every
-node and every client compares them the same way.
+- StreamLog: a capped, expiring event log per stream with live delivery (the SSE hub, publishers);
+- KeyValue: strings with a TTL (the chat session cache, login lockouts, dashboard logouts);
+- RateCounters: fixed-window limits checked and counted atomically (the rate limiter);
+- Presence: node heartbeats and each node's live sessions (the hub writes, monitoring reads);
+- WakeUps: "new work was stored" signals to every node's inbox worker.
+
+`Broker` is all five plus a lifecycle: what a backend implements (memory.py for one node, redis.py
+for a cluster, both one class over one connection) and what the composition root holds. One
+contract suite (tests/contracts/test_broker.py) runs against both backends.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import abc
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from buzzi.errors import Unavailable
 
@@ -22,9 +27,17 @@ _log = logging.getLogger("buzzi.broker")
 
 @dataclass(frozen=True)
 class StreamEvent:
+    """One logged event. `id` is a decimal integer (as a string), strictly increasing per stream.
+
+    `epoch` names the log the event is in: every id of that log is above it, and a log created later
+    for the same stream (after the old one expired or the broker lost its data) gets an epoch at or
+    above every id the old one issued. See StreamLog for how that is guaranteed.
+    """
+
     id: str
     event: str
     data: dict[str, Any]
+    epoch: int
 
     @property
     def seq(self) -> int:
@@ -43,20 +56,23 @@ class BrokerUnavailable(Unavailable):
     """The broker did not answer (e.g. Redis down)."""
 
 
+class SubscriptionClosed(Exception):
+    pass
+
+
 class Subscription(abc.ABC):
     """Live events of one stream for one local consumer, in publish order.
 
-    A consumer that falls more than `maxsize` events behind is cut off: `overflowed` becomes True
-    and `get` raises SubscriptionClosed, so a slow client never grows memory without bound; it
-    reconnects and catches up from the log by Last-Event-ID.
+    A consumer that falls more than `maxsize` events behind is cut off (`get` raises
+    SubscriptionClosed), so a slow client never grows memory without bound; it reconnects and
+    catches up from the log by Last-Event-ID.
     """
 
     stream: str
-    overflowed: bool = False
 
     @abc.abstractmethod
     async def get(self) -> StreamEvent:
-        """Next live event; raises SubscriptionClosed once closed or overflowed."""
+        """Next live event; raises SubscriptionClosed once closed or cut off."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -67,27 +83,23 @@ class Subscription(abc.ABC):
         return 0
 
 
-class SubscriptionClosed(Exception):
-    pass
+class StreamLog(Protocol):
+    """Per-stream event logs with live delivery, in the manner of Centrifugo's engine: publish into
+    a capped history, deliver live to whichever node holds the subscriber, replay on reconnect.
 
+    Epochs, so that a lost log is known rather than guessed: a log's epoch is its creation time in
+    microseconds (raised, if needed, above every id the backend still holds for the stream), and its
+    ids count up from there. A log created later therefore starts above every id an earlier log
+    issued (unless that one averaged more than one event per microsecond over its whole life), so
+    the ids a client sees keep growing across a lost log, and an id at or below an event's epoch
+    means the client has seen nothing of that event's log. Ids stay below 2**53, exact as doubles
+    (Redis' Lua, JavaScript) until the year 2255.
+    """
 
-class Broker(abc.ABC):
-    # ---- lifecycle
-    @abc.abstractmethod
-    async def open(self) -> None: ...
-
-    @abc.abstractmethod
-    async def close(self) -> None: ...
-
-    @abc.abstractmethod
-    async def ping(self) -> None:
-        """Raise BrokerUnavailable unless the broker answers."""
-
-    # ---- streams
     @abc.abstractmethod
     async def publish(self, stream: str, event: str, data: dict[str, Any]) -> StreamEvent:
-        """Append to the stream's capped, expiring log with the next id, then deliver live to
-        every subscriber of the stream on every node."""
+        """Append to the stream's capped, expiring log with the next id, then deliver live to every
+        subscriber of the stream on every node."""
 
     @abc.abstractmethod
     def subscribe(self, stream: str, maxsize: int = 256) -> Subscription:
@@ -101,7 +113,8 @@ class Broker(abc.ABC):
     async def last_id(self, stream: str) -> str | None:
         """Id of the newest logged event, or None."""
 
-    # ---- key/value with TTL (the shared session cache)
+
+class KeyValue(Protocol):
     @abc.abstractmethod
     async def kv_set(self, key: str, value: str, ttl: float) -> None: ...
 
@@ -109,18 +122,16 @@ class Broker(abc.ABC):
     async def kv_get(self, key: str, touch_ttl: float | None = None) -> str | None:
         """Value or None; with touch_ttl, also extends its life (sliding expiry)."""
 
-    @abc.abstractmethod
-    async def kv_delete(self, key: str) -> None: ...
 
-    # ---- counters
+class RateCounters(Protocol):
     @abc.abstractmethod
     async def hit(self, key: str, limit: int, window: float) -> RateDecision:
         """Fixed-window rate limit, checked and counted in one atomic step."""
 
-    @abc.abstractmethod
-    async def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int: ...
 
-    # ---- presence: nodes and their live sessions
+class Presence(Protocol):
+    """Which nodes are alive and which sessions each holds; both expire unless refreshed."""
+
     @abc.abstractmethod
     async def node_heartbeat(self, node_id: str, info: dict[str, Any], ttl: float) -> None: ...
 
@@ -139,7 +150,8 @@ class Broker(abc.ABC):
     async def list_sessions(self) -> list[dict[str, Any]]:
         """Live sessions of all live nodes, each with "nodeId"."""
 
-    # ---- inbox wake-ups
+
+class WakeUps(Protocol):
     @abc.abstractmethod
     async def notify_inbox(self) -> None:
         """Wake every node's inbox worker (new work was stored)."""
@@ -149,7 +161,21 @@ class Broker(abc.ABC):
         """Wait for a wake-up; True if one came before the timeout."""
 
 
-async def wake_inboxes(broker: Broker) -> bool:
+class Broker(StreamLog, KeyValue, RateCounters, Presence, WakeUps, Protocol):
+    """Every concern plus the lifecycle; only the composition root and the backends name it."""
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise BrokerUnavailable unless the broker answers."""
+
+
+async def wake_inboxes(wakeups: WakeUps) -> bool:
     """Wake every node after new work was stored, best effort.
 
     The work is already committed and every inbox polls the store, so a broker outage only delays
@@ -157,7 +183,7 @@ async def wake_inboxes(broker: Broker) -> bool:
     store the message twice). False when the broker did not answer.
     """
     try:
-        await broker.notify_inbox()
+        await wakeups.notify_inbox()
     except BrokerUnavailable as exc:
         _log.warning("inbox wake-up not sent (%s): the next poll picks the work up", exc)
         return False

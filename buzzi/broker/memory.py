@@ -1,150 +1,33 @@
-"""The one-node broker: everything in process memory, nothing shared.
-
-Also home of the local-delivery pieces both brokers use (LocalSubscription, SubscriberRegistry):
-a node delivers live events to its own consumers the same way whatever carries them between nodes.
-"""
+"""The one-node broker: everything in process memory, nothing shared."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from buzzi.broker.base import Broker, RateDecision, StreamEvent, Subscription, SubscriptionClosed
+from buzzi.broker.base import Broker, RateDecision, StreamEvent, Subscription
+from buzzi.broker.local import SubscriberRegistry
 from buzzi.config import BrokerSettings
 
-log = logging.getLogger(__name__)
-
 REAP_INTERVAL = 1.0  # seconds between sweeps of expired entries
-
-
-class LocalSubscription(Subscription):
-    """A bounded queue of live events for one consumer on this node.
-
-    Not an asyncio.Queue: that costs three deques and an Event (about 3 KiB) per subscriber, and
-    most subscribers (open chat streams) sit idle. Here the deque exists only while events wait,
-    and one future wakes the single reader."""
-
-    __slots__ = ("_items", "_maxsize", "_on_close", "_waiter", "closed", "overflowed", "stream")
-
-    def __init__(self, stream: str, maxsize: int, on_close: Callable[[LocalSubscription], None]) -> None:
-        self.stream = stream
-        self.overflowed = False
-        self.closed = False
-        self._items: deque[StreamEvent] | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._maxsize = maxsize
-        self._on_close = on_close
-
-    def push(self, event: StreamEvent) -> None:
-        if self.closed:
-            return
-        items = self._items
-        if items is None:
-            items = self._items = deque()
-        elif len(items) >= self._maxsize:
-            # Cut the slow consumer off rather than buffer without bound; it resumes from the log.
-            self.overflowed = True
-            self.close()
-            return
-        items.append(event)
-        self._wake()
-
-    async def get(self) -> StreamEvent:
-        while True:
-            if self.closed:
-                raise SubscriptionClosed(self.stream)
-            items = self._items
-            if items:
-                event = items.popleft()
-                if not items:
-                    self._items = None  # an idle subscriber holds no buffer
-                return event
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await waiter  # cancelling this (a timeout) leaves queued events in place
-            finally:
-                self._waiter = None
-
-    def pending(self) -> int:
-        return len(self._items) if self._items and not self.closed else 0
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._items = None
-        self._wake()
-        self._on_close(self)
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-
-class SubscriberRegistry:
-    """This node's live subscriptions by stream; tells the owner when a stream gains its first
-    subscriber or loses its last (the Redis broker (un)subscribes the channel then)."""
-
-    def __init__(
-        self,
-        on_first: Callable[[str], None] | None = None,
-        on_last: Callable[[str], None] | None = None,
-    ) -> None:
-        self.by_stream: dict[str, set[LocalSubscription]] = {}
-        self._on_first = on_first
-        self._on_last = on_last
-
-    def add(self, stream: str, maxsize: int) -> LocalSubscription:
-        if maxsize < 1:
-            raise ValueError("maxsize must be >= 1")
-        sub = LocalSubscription(stream, maxsize, self._remove)
-        subs = self.by_stream.get(stream)
-        if subs is None:
-            subs = self.by_stream[stream] = set()
-            if self._on_first:
-                self._on_first(stream)
-        subs.add(sub)
-        return sub
-
-    def _remove(self, sub: LocalSubscription) -> None:
-        subs = self.by_stream.get(sub.stream)
-        if subs is None or sub not in subs:
-            return
-        subs.discard(sub)
-        if not subs:
-            del self.by_stream[sub.stream]
-            if self._on_last:
-                self._on_last(sub.stream)
-
-    def deliver(self, stream: str, event: StreamEvent) -> None:
-        # A copy: an overflowing subscription removes itself while we iterate.
-        for sub in list(self.by_stream.get(stream, ())):
-            sub.push(event)
-
-    def close_all(self) -> None:
-        for subs in list(self.by_stream.values()):
-            for sub in list(subs):
-                sub.close()
 
 
 @dataclass
 class _Log:
     events: deque[StreamEvent]
-    last_seq: int = 0
+    epoch: int
+    last_seq: int  # starts at the epoch
     expires_at: float = 0.0
 
 
 @dataclass
 class _Expiring:
     value: Any
-    expires_at: float | None  # monotonic; None = no expiry
+    expires_at: float  # monotonic
 
 
 class MemoryBroker(Broker):
@@ -153,8 +36,10 @@ class MemoryBroker(Broker):
         self.reap_interval = reap_interval
         self.registry = SubscriberRegistry()
         self._logs: dict[str, _Log] = {}
+        # The highest id issued to any stream: a new log's epoch starts at or above it, so a log
+        # created after another expired continues above its ids even if the clock went back.
+        self._issued = 0
         self._kv: dict[str, _Expiring] = {}
-        self._counters: dict[str, _Expiring] = {}
         self._windows: dict[str, _Expiring] = {}
         self._nodes: dict[str, _Expiring] = {}  # node id -> (info, lastSeen wall time)
         self._sessions: dict[str, _Expiring] = {}  # node id -> its session list
@@ -187,8 +72,8 @@ class MemoryBroker(Broker):
         now = time.monotonic()
         for name in [k for k, v in self._logs.items() if v.expires_at <= now]:
             del self._logs[name]
-        for table in (self._kv, self._counters, self._windows, self._nodes, self._sessions):
-            for key in [k for k, v in table.items() if v.expires_at is not None and v.expires_at <= now]:
+        for table in (self._kv, self._windows, self._nodes, self._sessions):
+            for key in [k for k, v in table.items() if v.expires_at <= now]:
                 del table[key]
 
     # ---- streams
@@ -202,10 +87,12 @@ class MemoryBroker(Broker):
     async def publish(self, stream: str, event: str, data: dict[str, Any]) -> StreamEvent:
         entry = self._log(stream)
         if entry is None:
-            entry = self._logs[stream] = _Log(deque(maxlen=self.settings.event_log_size))
+            epoch = max(time.time_ns() // 1000, self._issued)
+            entry = self._logs[stream] = _Log(deque(maxlen=self.settings.event_log_size), epoch, epoch)
         entry.last_seq += 1
+        self._issued = max(self._issued, entry.last_seq)
         entry.expires_at = time.monotonic() + self.settings.event_log_ttl_seconds
-        item = StreamEvent(str(entry.last_seq), event, data)
+        item = StreamEvent(str(entry.last_seq), event, data, entry.epoch)
         entry.events.append(item)
         self.registry.deliver(stream, item)
         return item
@@ -228,7 +115,7 @@ class MemoryBroker(Broker):
     @staticmethod
     def _live(table: dict[str, _Expiring], key: str) -> _Expiring | None:
         item = table.get(key)
-        if item is not None and item.expires_at is not None and item.expires_at <= time.monotonic():
+        if item is not None and item.expires_at <= time.monotonic():
             del table[key]
             return None
         return item
@@ -244,9 +131,6 @@ class MemoryBroker(Broker):
             item.expires_at = time.monotonic() + touch_ttl
         return item.value
 
-    async def kv_delete(self, key: str) -> None:
-        self._kv.pop(key, None)
-
     # ---- counters
     async def hit(self, key: str, limit: int, window: float) -> RateDecision:
         # No await between read and write: atomic on the event loop.
@@ -258,16 +142,7 @@ class MemoryBroker(Broker):
         count: int = item.value
         if count <= limit:
             return RateDecision(True, count, limit, 0.0)
-        return RateDecision(False, count, limit, max(item.expires_at - now, 0.001))  # type: ignore[operator]
-
-    async def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
-        item = self._live(self._counters, key)
-        if item is None:
-            item = self._counters[key] = _Expiring(0, None)
-        item.value += by
-        if ttl is not None and item.expires_at is None:
-            item.expires_at = time.monotonic() + ttl
-        return item.value
+        return RateDecision(False, count, limit, max(item.expires_at - now, 0.001))
 
     # ---- presence
     def _live_nodes(self) -> list[tuple[str, dict[str, Any], float]]:

@@ -1,7 +1,9 @@
 """The cluster broker on Redis (or Valkey), via redis-py's asyncio client.
 
-Per stream: an id counter and a Redis Stream log (explicit ids "<seq>-0", capped with MAXLEN,
-expiring with the counter), appended and PUBLISHed in one Lua call, so a publish is one round trip.
+Per stream: a head hash (the log's epoch and its last id) and a Redis Stream log (explicit ids
+"<seq>-0", capped with MAXLEN, expiring with the head), appended and PUBLISHed in one Lua call, so a
+publish is one round trip. A missing head means a new log: its epoch comes from the Redis server's
+clock (one clock for every node), raised above the newest id of a log that survived without its head.
 Each node holds ONE pub/sub connection (the listener): it subscribes a stream's channel when the
 first local subscriber appears, unsubscribes when the last leaves, and fans each message out to
 the local subscriptions. The listener reconnects by itself with backoff after Redis restarts and
@@ -34,7 +36,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from buzzi.broker.base import Broker, BrokerUnavailable, RateDecision, StreamEvent, Subscription
-from buzzi.broker.memory import SubscriberRegistry
+from buzzi.broker.local import SubscriberRegistry
 from buzzi.config import BrokerSettings
 
 log = logging.getLogger(__name__)
@@ -49,14 +51,25 @@ READY_TIMEOUT = 5.0  # how long publish/replay wait for this node's channel subs
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 2.0
 IDLE_PING = 10.0  # listener sends PING after this much silence; a second silence = dead link
 
-# KEYS: counter, log. ARGV: maxlen, ttl ms, event name, event JSON string, data JSON, channel.
+# KEYS: head, log. ARGV: maxlen, ttl ms, event name, event JSON string, data JSON, channel.
+# Returns {id, epoch} as strings. Ids are formatted with %d: Lua's own number-to-string conversion
+# would print a 16-digit id in exponent notation.
 PUBLISH_LUA = """
-local seq = redis.call('INCR', KEYS[1])
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  local now = redis.call('TIME')
+  local base = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+  if top then base = math.max(base, tonumber(string.match(top[1], '^%d+'))) end
+  epoch = string.format('%d', base)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', epoch)
+end
+local seq = string.format('%d', redis.call('HINCRBY', KEYS[1], 'seq', 1))
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], seq .. '-0', 'e', ARGV[3], 'd', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('PUBLISH', ARGV[6], '[' .. seq .. ',' .. ARGV[4] .. ',' .. ARGV[5] .. ']')
-return seq
+redis.call('PUBLISH', ARGV[6], '[' .. seq .. ',' .. epoch .. ',' .. ARGV[4] .. ',' .. ARGV[5] .. ']')
+return {seq, epoch}
 """
 
 # KEYS: counter. ARGV: window ms. Returns {count, ms until the window resets}.
@@ -69,15 +82,6 @@ if ttl < 0 then
   ttl = tonumber(ARGV[1])
 end
 return {count, ttl}
-"""
-
-# KEYS: counter. ARGV: by, ttl ms or ''. The ttl starts with the counter (fixed lifetime).
-INCR_LUA = """
-local value = redis.call('INCRBY', KEYS[1], ARGV[1])
-if ARGV[2] ~= '' and redis.call('PTTL', KEYS[1]) == -1 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return value
 """
 
 
@@ -99,7 +103,7 @@ def _ms(seconds: float) -> int:
 
 def _stream_keys(stream: str) -> tuple[str, str]:
     # Hash tag keeps a stream's two keys in one slot (Redis Cluster friendly).
-    return f"{PREFIX}{{{stream}}}:seq", f"{PREFIX}{{{stream}}}:log"
+    return f"{PREFIX}{{{stream}}}:head", f"{PREFIX}{{{stream}}}:log"
 
 
 class RedisBroker(Broker):
@@ -123,7 +127,6 @@ class RedisBroker(Broker):
         self._sync_again = False
         self._inbox = asyncio.Event()
         self._closing = False
-        self.reconnects = 0  # listener reconnections since open (for monitoring and tests)
 
     # ---- lifecycle
     async def open(self) -> None:
@@ -148,7 +151,6 @@ class RedisBroker(Broker):
             raise BrokerUnavailable(f"Redis broker at {self._safe_url} is unreachable: {exc}") from exc
         self._publish = self._redis.register_script(PUBLISH_LUA)
         self._hit = self._redis.register_script(HIT_LUA)
-        self._incr = self._redis.register_script(INCR_LUA)
         self._listener = asyncio.create_task(self._listen_forever(), name=f"redis-broker-listener:{self.node_id}")
         try:
             # Wake-ups from other nodes must reach us as soon as open() returns.
@@ -199,7 +201,7 @@ class RedisBroker(Broker):
     # ---- streams
     async def publish(self, stream: str, event: str, data: dict[str, Any]) -> StreamEvent:
         await self._await_channel(STREAM_CHANNEL + stream, only_if_local=stream)
-        counter, log_key = _stream_keys(stream)
+        head, log_key = _stream_keys(stream)
         payload = json.dumps(data, separators=(",", ":"))
         args = [
             self.settings.event_log_size,
@@ -210,8 +212,8 @@ class RedisBroker(Broker):
             STREAM_CHANNEL + stream,
         ]
         async with self._call():
-            seq = await self._publish(keys=[counter, log_key], args=args)
-        return StreamEvent(str(seq), event, data)
+            seq, epoch = await self._publish(keys=[head, log_key], args=args)
+        return StreamEvent(seq, event, data, int(epoch))
 
     def subscribe(self, stream: str, maxsize: int = 256) -> Subscription:
         return self.registry.add(stream, maxsize)
@@ -219,9 +221,15 @@ class RedisBroker(Broker):
     async def replay(self, stream: str, after_id: str | None) -> list[StreamEvent]:
         await self._await_channel(STREAM_CHANNEL + stream, only_if_local=stream)
         start = f"{int(after_id) + 1}-0" if after_id is not None else "-"
-        async with self._call():
-            entries = await self._client.xrange(_stream_keys(stream)[1], min=start, max="+")
-        return [_entry_event(entry_id, fields) for entry_id, fields in entries]
+        head, log_key = _stream_keys(stream)
+        async with self._call(), self._client.pipeline(transaction=True) as pipe:
+            pipe.hget(head, "epoch")
+            pipe.xrange(log_key, min=start, max="+")
+            epoch, entries = await pipe.execute()
+        # A log without its head (evicted under memory pressure) has no known epoch: 0 says "the
+        # client may have seen any of it", so a gap reads as trimmed, never as a new log.
+        known = int(epoch) if epoch is not None else 0
+        return [_entry_event(entry_id, fields, known) for entry_id, fields in entries]
 
     async def last_id(self, stream: str) -> str | None:
         await self._await_channel(STREAM_CHANNEL + stream, only_if_local=stream)
@@ -240,10 +248,6 @@ class RedisBroker(Broker):
                 return await self._client.get(PREFIX + "kv:" + key)
             return await self._client.getex(PREFIX + "kv:" + key, px=_ms(touch_ttl))
 
-    async def kv_delete(self, key: str) -> None:
-        async with self._call():
-            await self._client.delete(PREFIX + "kv:" + key)
-
     # ---- counters
     async def hit(self, key: str, limit: int, window: float) -> RateDecision:
         async with self._call():
@@ -251,10 +255,6 @@ class RedisBroker(Broker):
         if count <= limit:
             return RateDecision(True, count, limit, 0.0)
         return RateDecision(False, count, limit, max(ttl_ms, 1) / 1000)
-
-    async def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
-        async with self._call():
-            return int(await self._incr(keys=[PREFIX + "n:" + key], args=[by, "" if ttl is None else _ms(ttl)]))
 
     # ---- presence
     async def node_heartbeat(self, node_id: str, info: dict[str, Any], ttl: float) -> None:
@@ -398,7 +398,6 @@ class RedisBroker(Broker):
                 await conn.connect()
                 self._conn = conn
                 if not first:
-                    self.reconnects += 1
                     log.info("redis broker %s: pub/sub reconnected, resubscribing", self._safe_url)
                 first = False
                 delay = BACKOFF_MIN
@@ -450,12 +449,12 @@ class RedisBroker(Broker):
         if stream not in self.registry.by_stream:
             return  # the last local subscriber left; UNSUBSCRIBE is on its way
         try:
-            seq, event, data = json.loads(payload)
+            seq, epoch, event, data = json.loads(payload)
         except (ValueError, TypeError):
             log.warning("redis broker: malformed event on %s dropped", channel)
             return
-        self.registry.deliver(stream, StreamEvent(str(seq), event, data))
+        self.registry.deliver(stream, StreamEvent(str(seq), event, data, epoch))
 
 
-def _entry_event(entry_id: str, fields: dict[str, str]) -> StreamEvent:
-    return StreamEvent(entry_id.split("-", 1)[0], fields["e"], json.loads(fields["d"]))
+def _entry_event(entry_id: str, fields: dict[str, str], epoch: int) -> StreamEvent:
+    return StreamEvent(entry_id.split("-", 1)[0], fields["e"], json.loads(fields["d"]), epoch)

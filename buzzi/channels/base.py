@@ -10,9 +10,15 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from buzzi.channels.pacing import Pacer
+from buzzi.channels.pacing import SendLimits
+from buzzi.channels.payload import PayloadError as PayloadError  # re-exported: the adapters' error family
+from buzzi.channels.payload import json_object
 from buzzi.config import ChannelSettings
 from buzzi.models import Conversation, Message, Webhook
+
+DEFAULT_REPLAY_WINDOW = 300.0  # seconds; Slack's own and Standard Webhooks' recommended tolerance
+# Escaping (Telegram HTML, Slack mrkdwn) can lengthen a text: split with room to spare.
+ESCAPE_HEADROOM = 0.9
 
 
 class CannotSimulate(Exception):
@@ -21,7 +27,7 @@ class CannotSimulate(Exception):
 
 @dataclass(frozen=True)
 class CredentialField:
-    """One credential a webhook of the channel holds (SPEC §2), as the admin forms ask for it."""
+    """One credential a webhook of the channel holds (docs/contract.md §2), as the admin forms ask for it."""
 
     name: str
     label: str
@@ -42,10 +48,6 @@ class VerificationError(Exception):
     """Missing or wrong signature, or a timestamp outside the window: 401, no work done."""
 
 
-class PayloadError(Exception):
-    """Malformed JSON or not the channel's shape: 400 with this message."""
-
-
 class CredentialsError(ValueError):
     """Webhook credentials are invalid; `field` names the key."""
 
@@ -55,7 +57,7 @@ class CredentialsError(ValueError):
 
 
 class SendError(Exception):
-    """A send failed. `retryable` follows the channel's error classes (channels.md); `retry_after`
+    """A send failed. `retryable` follows the channel's error classes (docs/channels.md); `retry_after`
     carries the platform's Retry-After (seconds) when it gave one."""
 
     def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None,
@@ -75,6 +77,13 @@ class WebhookRequest:
     query: dict[str, str]
     remote_ip: str
     now: float
+    _json: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def json(self) -> dict[str, Any]:
+        """The body as a JSON object (PayloadError otherwise), parsed once however many steps read it."""
+        if self._json is None:
+            self._json = json_object(self.body)
+        return self._json
 
 
 @dataclass
@@ -103,7 +112,7 @@ class InboundMessage:
     """The unified shape every channel's messages are normalised into."""
 
     channel: str
-    message_id: str  # the channel's stable dedupe id (channels.md §0)
+    message_id: str  # the channel's stable dedupe id (docs/channels.md §0)
     chat_id: str  # where replies go (user id, chat id, channel id, conversation id)
     sender_id: str
     text: str
@@ -159,24 +168,30 @@ class ChannelAdapter(abc.ABC):
     secret_source: ClassVar[str] = "none"
     secret_hint: ClassVar[str] = ""
     has_verify_token: ClassVar[bool] = False
+    # Whether on_created registers the webhook's URL and secret with the platform (Telegram setWebhook).
+    registers_webhook: ClassVar[bool] = False
     text_limit: int  # longest text one send may carry; longer replies are split
-    # Documented send limits paced by `pace` (None: not paced here; Meta adapters pace in send).
-    chat_rate: float | None = None  # sends per second to one chat
-    chat_burst: float = 1.0
-    bot_rate: float | None = None  # sends per second per webhook (one bot/app), across its chats
+    # The platform's documented send limits: the delivery path paces every send by them (pacing.py).
+    send_limits: ClassVar[SendLimits] = SendLimits()
+    # Whether the typing indicator is a call that counts against the same limits (WhatsApp).
+    paces_typing: ClassVar[bool] = False
 
-    def __init__(self, settings: ChannelSettings, http: Any) -> None:
+    def __init__(self, settings: ChannelSettings, http: Any, *,
+                 replay_window: float = DEFAULT_REPLAY_WINDOW) -> None:
         self.settings = settings
         self.http = http  # buzzi.channels.outbound.OutboundHttp
-        self.chat_pacer = Pacer(self.chat_rate, self.chat_burst) if self.chat_rate else None
-        self.bot_pacer = Pacer(self.bot_rate) if self.bot_rate else None
+        # How far a signed timestamp may be from now (webhooks.replay_window_seconds), for the
+        # channels whose signature covers one (Slack, custom).
+        self.replay_window = replay_window
 
-    async def pace(self, webhook: Webhook, target: ReplyTarget) -> None:
-        """Wait as needed to stay within the platform's per-chat and per-bot send limits."""
-        if self.chat_pacer is not None:
-            await self.chat_pacer.acquire(f"{webhook.id}:{target.chat_id}")
-        if self.bot_pacer is not None:
-            await self.bot_pacer.acquire(webhook.id)
+    def pacing_account(self, webhook: Webhook, target: ReplyTarget) -> str:
+        """The key of the sending account `send_limits.per_account` applies to: one webhook is one
+        bot, app, Page or account, unless the platform counts per something else."""
+        return webhook.id
+
+    def split(self, text: str) -> list[str]:
+        """The parts a reply is sent in: each within text_limit once formatted, one send each."""
+        return split_text(text, max(1, int(self.text_limit * ESCAPE_HEADROOM)))
 
     # ---- configuration
     @abc.abstractmethod

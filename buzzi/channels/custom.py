@@ -1,4 +1,4 @@
-"""The custom channel: any system that speaks Standard Webhooks v1 (channels.md §8, SPEC §2).
+"""The custom channel: any system that speaks Standard Webhooks v1 (docs/channels.md §8, docs/contract.md §2).
 
 In: `{"type": "message.created", "timestamp", "data": {"message_id", "chat_id", "sender": {"id",
 "name"}, "text", "reply_to_id"?, "attachments"?: [{"url", "mime_type", "name"}]}}` signed with the
@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import json
+import secrets
 from typing import Any
 from urllib.parse import urlparse
 
@@ -34,12 +35,13 @@ from buzzi.channels.base import (
     ParseResult,
     PayloadError,
     ReplyTarget,
+    SampleEvent,
     SendError,
     VerificationError,
     WebhookRequest,
 )
-from buzzi.channels.meta import as_dict, as_str, load_json
 from buzzi.channels.outbound import MediaTooLargeError, blocked_error, download, parse_retry_after, read_limited
+from buzzi.channels.payload import as_dict, as_str, compact_json
 from buzzi.models import Webhook
 from buzzi.netguard import BlockedAddressError, NetPolicy
 from buzzi.signing import STANDARD_PREFIX, new_standard_secret, standard_headers, standard_verify
@@ -66,8 +68,7 @@ class CustomAdapter(ChannelAdapter):
     credential_fields = (CredentialField("callbackUrl", "Callback URL (replies are POSTed here)"),)
     secret_source = "generated"
     secret_hint = "Leave empty: a whsec_ Standard Webhooks secret is generated."
-    text_limit = 20000  # Standard Webhooks bodies stay "under about 20 KB" (channels.md §8)
-    replay_window: float = 300  # ± seconds for webhook-timestamp; the registry sets webhooks.replay_window_seconds
+    text_limit = 20000  # Standard Webhooks bodies stay "under about 20 KB" (docs/channels.md §8)
     time_source = staticmethod(clock.now)  # tests may pin it
 
     # ---- configuration
@@ -100,6 +101,13 @@ class CustomAdapter(ChannelAdapter):
             raise CredentialsError("secret", "expected whsec_ followed by base64 of 24 to 64 bytes")
         return given_secret, None
 
+    def sample_event(self, webhook: Webhook, now: float) -> SampleEvent:
+        ts = int(now)
+        body = compact_json({"type": "webhook.test", "timestamp": ts, "data": {}})
+        headers = {"Content-Type": "application/json",
+                   **standard_headers(webhook.secret or "", f"msg_test_{secrets.token_hex(8)}", ts, body)}
+        return SampleEvent(body, headers, "a webhook.test event, signed with Standard Webhooks")
+
     # ---- input side
     async def verify(self, webhook: Webhook, request: WebhookRequest) -> None:
         headers = request.headers
@@ -112,7 +120,7 @@ class CustomAdapter(ChannelAdapter):
             raise VerificationError("invalid webhook-signature or webhook-timestamp outside the window")
 
     def parse(self, webhook: Webhook, request: WebhookRequest) -> ParseResult:
-        envelope = load_json(request.body)
+        envelope = request.json()
         event_type = envelope.get("type")
         if not isinstance(event_type, str):
             raise PayloadError('expected a "type" string')

@@ -1,15 +1,15 @@
-"""Instagram Messaging (channels.md §4): the Messenger event shape with "object": "instagram", and
+"""Instagram Messaging (docs/channels.md §4): the Messenger event shape with "object": "instagram", and
 `POST /me/messages` with the account's token (works for both the Instagram-Login host and the
 Facebook-Login Page route; the base URL picks the host).
 
-The text limit is 1000 *bytes* of UTF-8 (§4.2): text_limit is 1000 characters, and send splits a
+The text limit is 1000 *bytes* of UTF-8 (§4.2): text_limit is 1000 characters, and `split` cuts a
 part further when its encoding is longer, so accented or emoji text is never rejected."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from buzzi.channels.base import CredentialField, ReplyTarget, split_text
+from buzzi.channels.base import CredentialField, split_text
 from buzzi.channels.meta import GRAPH_ID, TOKEN, MessagingAdapter, require_field
 from buzzi.models import Webhook
 
@@ -41,6 +41,7 @@ class InstagramAdapter(MessagingAdapter):
     token_field = "accessToken"
     object_name = "instagram"
     account_key = "ig_user_id"
+    account_field = "igUserId"
 
     def validate_credentials(self, credentials: Any) -> dict[str, Any]:
         return {
@@ -51,7 +52,7 @@ class InstagramAdapter(MessagingAdapter):
     looks_up_profiles = True
 
     async def sender_profile(self, webhook: Webhook, sender_id: str) -> dict[str, str]:
-        # The webhook has only the IGSID: name and username come from the Graph (channels.md §4.1).
+        # The webhook has only the IGSID: name and username come from the Graph (docs/channels.md §4.1).
         if not GRAPH_ID.match(sender_id):
             return {}
         found = await self.graph_call("instagram profile", "GET",
@@ -61,8 +62,6 @@ class InstagramAdapter(MessagingAdapter):
             profile["name"] = profile["username"]
         return profile
 
-    async def send(self, webhook: Webhook, target: ReplyTarget, text: str) -> list[str]:
-        ids: list[str] = []
-        for part in split_bytes(text):
-            ids.extend(await self.send_text(webhook, target, part))
-        return ids
+    def split(self, text: str) -> list[str]:
+        # Each part one Send API call, so the delivery path paces and retries every call on its own.
+        return [piece for part in super().split(text) for piece in split_bytes(part)]

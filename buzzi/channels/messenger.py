@@ -1,4 +1,4 @@
-"""Facebook Messenger (channels.md §3): Page webhooks in, Send API `POST /me/messages` out with the
+"""Facebook Messenger (docs/channels.md §3): Page webhooks in, Send API `POST /me/messages` out with the
 Page access token. Parsing and sending are shared with Instagram in meta.MessagingAdapter."""
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ class MessengerAdapter(MessagingAdapter):
     secret_source = "given"
     secret_hint = "The Meta App Secret (App Dashboard > Basic settings). Required."
     has_verify_token = True
-    text_limit = 2000  # "UTF-8 and under 2000 characters" (channels.md §3.3, Send API reference)
+    text_limit = 2000  # "UTF-8 and under 2000 characters" (docs/channels.md §3.3, Send API reference)
     api_base_setting = "messenger_api_base"
     token_field = "pageAccessToken"
     object_name = "page"
     account_key = "page_id"
+    account_field = "pageId"
 
     def validate_credentials(self, credentials: Any) -> dict[str, Any]:
         return {
@@ -33,7 +34,7 @@ class MessengerAdapter(MessagingAdapter):
     looks_up_profiles = True
 
     async def sender_profile(self, webhook: Webhook, sender_id: str) -> dict[str, str]:
-        # The Page webhook has no name: the User Profile API has it (channels.md §3.2).
+        # The Page webhook has no name: the User Profile API has it (docs/channels.md §3.2).
         if not GRAPH_ID.match(sender_id):
             return {}
         found = await self.graph_call("messenger profile", "GET",

@@ -1,4 +1,4 @@
-"""What WhatsApp, Messenger and Instagram share (channels.md §1-§4): the Graph webhook
+"""What WhatsApp, Messenger and Instagram share (docs/channels.md §1-§4): the Graph webhook
 handshake (GET hub.*), X-Hub-Signature-256 over the raw body with the App Secret, the Graph
 error format and its retry classes, and (Messenger and Instagram) the `entry[].messaging[]`
 event shape and the `/me/messages` Send API.
@@ -24,14 +24,16 @@ from buzzi.channels.base import (
     ParseResult,
     PayloadError,
     ReplyTarget,
+    SampleEvent,
     SendError,
     VerificationError,
     WebhookRequest,
 )
 from buzzi.channels.outbound import download, parse_retry_after
-from buzzi.channels.pacing import Pacer
+from buzzi.channels.pacing import SendLimits
+from buzzi.channels.payload import as_dict, as_float, as_str, compact_json, list_of_dicts
 from buzzi.models import Webhook
-from buzzi.signing import hub_verify
+from buzzi.signing import hub_signature, hub_verify
 
 log = logging.getLogger("buzzi.channels")
 
@@ -53,47 +55,6 @@ def require_field(credentials: Any, name: str, pattern: re.Pattern[str], expecte
     if not pattern.match(value):
         raise CredentialsError(name, f"expected {expected}")
     return value
-
-
-# ---------------------------------------------------------------------------- parsing helpers
-
-def load_json(body: bytes) -> dict[str, Any]:
-    """The JSON object in a verified body; PayloadError otherwise."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadError(f"malformed JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise PayloadError("expected a JSON object")
-    return data
-
-
-def list_of_dicts(container: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
-    value = container.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise PayloadError(f"{where}.{key}: expected a list of objects")
-    return value
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def as_str(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def as_float(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------------------- errors
@@ -135,11 +96,6 @@ class MetaAdapter(ChannelAdapter):
     api_base_setting: ClassVar[str]  # ChannelSettings field with this channel's Graph base URL
     token_field: ClassVar[str]  # credentials key of the access token
     error_classes: ClassVar[ErrorClasses]
-    send_rate: ClassVar[float]  # Send API calls per second per sending account (pacing.py)
-
-    def __init__(self, settings: Any, http: Any) -> None:
-        super().__init__(settings, http)
-        self.pacer = Pacer(self.send_rate)
 
     @property
     def api_base(self) -> str:
@@ -163,6 +119,12 @@ class MetaAdapter(ChannelAdapter):
         if token_ok and query.get("hub.mode") == "subscribe" and challenge is not None:
             return HandshakeResult(200, challenge)
         return HandshakeResult(403, json.dumps({"error": "Forbidden"}), "application/json")
+
+    @staticmethod
+    def signed_sample(webhook: Webhook, data: dict[str, Any], what: str) -> SampleEvent:
+        body = compact_json(data)
+        headers = {"Content-Type": "application/json", "X-Hub-Signature-256": hub_signature(webhook.secret or "", body)}
+        return SampleEvent(body, headers, f"{what}, signed with X-Hub-Signature-256")
 
     async def verify(self, webhook: Webhook, request: WebhookRequest) -> None:
         if not hub_verify(webhook.secret or "", request.headers.get("x-hub-signature-256"), request.body):
@@ -194,7 +156,7 @@ class MetaAdapter(ChannelAdapter):
 
 # ---------------------------------------------------------------------------- Messenger and Instagram
 
-# Messenger Send API error codes (channels.md §3.3); Instagram uses the same families (§4.2).
+# Messenger Send API error codes (docs/channels.md §3.3); Instagram uses the same families (§4.2).
 MESSAGING_ERRORS = ErrorClasses(
     retryable=frozenset({1200, 2, 4, 613}),
     permanent=frozenset({10, 100, 551, 190, 230, 200}),
@@ -207,12 +169,23 @@ class MessagingAdapter(MetaAdapter):
 
     object_name: ClassVar[str]  # the envelope's "object"
     account_key: ClassVar[str]  # meta key naming our side of the chat (page_id / ig_user_id)
+    account_field: ClassVar[str]  # credentials key of our side's id (pageId / igUserId)
     error_classes = MESSAGING_ERRORS
-    send_rate = 300.0  # calls/s per Page or IG account for text (channels.md §3.3, §4.2)
+    # Send API calls per second per Page or IG account (one webhook) for text (docs/channels.md §3.3, §4.2).
+    send_limits = SendLimits(per_account=300.0)
+
+    def sample_event(self, webhook: Webhook, now: float) -> SampleEvent:
+        account = str(webhook.credentials.get(self.account_field) or "0")
+        millis = int(now) * 1000
+        return self.signed_sample(webhook, {"object": self.object_name, "entry": [{
+            "id": account, "time": millis, "messaging": [{
+                "sender": {"id": "1000000000000001"}, "recipient": {"id": account}, "timestamp": millis,
+                "read": {"watermark": millis},
+            }]}]}, "a read receipt")
 
     # ---- input side
     def parse(self, webhook: Webhook, request: WebhookRequest) -> ParseResult:
-        data = load_json(request.body)
+        data = request.json()
         if data.get("object") != self.object_name:
             raise PayloadError(f'expected "object": "{self.object_name}"')
         if not isinstance(data.get("entry"), list):
@@ -312,17 +285,13 @@ class MessagingAdapter(MetaAdapter):
     def message_body(self, recipient: str, text: str) -> dict[str, Any]:
         return {"recipient": {"id": recipient}, "message": {"text": text}}
 
-    async def send_text(self, webhook: Webhook, target: ReplyTarget, text: str) -> list[str]:
+    async def send(self, webhook: Webhook, target: ReplyTarget, text: str) -> list[str]:
         if not target.chat_id:
             raise SendError(f"{self.channel}: the conversation has no recipient id", retryable=False)
-        await self.pacer.acquire(webhook.id)  # one webhook = one Page or IG account
         answer = await self.graph_call(f"{self.channel} send", "POST", f"{self.api_base}/me/messages",
                                        self.token(webhook), self.message_body(target.chat_id, text))
         message_id = as_str(answer.get("message_id"))
         return [message_id] if message_id else []
-
-    async def send(self, webhook: Webhook, target: ReplyTarget, text: str) -> list[str]:
-        return await self.send_text(webhook, target, text)
 
     async def typing(self, webhook: Webhook, target: ReplyTarget) -> None:
         if not target.chat_id:
@@ -336,7 +305,7 @@ class MessagingAdapter(MetaAdapter):
                      extra={"fields": {"webhook_id": webhook.id, "error": str(exc)[:200]}})
 
     async def download_media(self, webhook: Webhook, attachment: Attachment) -> tuple[bytes, str | None]:
-        # payload.url is a public, expiring CDN URL: no Graph auth (channels.md §3.4)
+        # payload.url is a public, expiring CDN URL: no Graph auth (docs/channels.md §3.4)
         if not attachment.url or not attachment.url.startswith(("https://", "http://")):
             raise SendError(f"{self.channel}: attachment has no downloadable URL", retryable=False)
         return await download(self.http.tenant_session(self.channel), attachment.url, self.settings.media_max_bytes)

@@ -1,7 +1,10 @@
-"""A token-bucket pacer per key, so that sends stay inside a platform's documented throughput.
+"""Sends stay inside each platform's documented throughput: every adapter declares its
+SendLimits, and the delivery path paces every send through one SendPacing (token buckets per key).
 
-Limits paced here (channels.md): WhatsApp 80 messages/s per business number (§2.3; exceeding it
-returns 130429), Messenger and Instagram 300 Send API calls/s per Page or IG account (§3.3, §4.2).
+Limits declared on the adapters (docs/channels.md): WhatsApp 80 messages/s per business number (§2.3;
+exceeding it returns 130429), Messenger and Instagram 300 Send API calls/s per Page or IG account
+(§3.3, §4.2), Telegram about 1 message/s per chat with bursts and 30/s per bot (§5), Slack about
+1 message/s per channel (§6), Teams 7 operations/s and 60/30 s per conversation (§7.4).
 
 Not paced: WhatsApp's per-user "pair" limit (about 1 message per 6 s to one user, bursts
 allowed). Enforcing it would hold a split reply back 6 s per part, which is worse for a chat
@@ -16,6 +19,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from buzzi.channels.base import ChannelAdapter, ReplyTarget
+    from buzzi.models import Webhook
+
+
+@dataclass(frozen=True)
+class SendLimits:
+    """A channel's documented send limits; None where the platform documents none."""
+
+    per_chat: float | None = None  # sends per second to one chat
+    chat_burst: float = 1.0
+    # Sends per second per sending account (a bot, an app, a Page, a business number), across its chats.
+    per_account: float | None = None
 
 
 class Pacer:
@@ -56,3 +75,33 @@ class Pacer:
         for key, (tokens, at) in list(self._buckets.items()):
             if tokens + (now - at) * self.rate >= self.burst:
                 del self._buckets[key]
+
+
+class SendPacing:
+    """One place that paces every channel's sends by the limits its adapter declares.
+
+    Buckets are kept per channel and scope; an account's key is what the adapter names with
+    `pacing_account` (WhatsApp: the business number; elsewhere: the webhook, one bot or Page).
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._pacers: dict[tuple[str, str], Pacer] = {}
+
+    async def pace(self, adapter: ChannelAdapter, webhook: Webhook, target: ReplyTarget) -> None:
+        """Wait as needed to stay within the adapter's per-chat and per-account limits."""
+        limits = adapter.send_limits
+        if limits.per_chat is not None:
+            pacer = self._pacer(adapter.channel, "chat", limits.per_chat, limits.chat_burst)
+            await pacer.acquire(f"{webhook.id}:{target.chat_id}")
+        if limits.per_account is not None:
+            pacer = self._pacer(adapter.channel, "account", limits.per_account, None)
+            await pacer.acquire(adapter.pacing_account(webhook, target))
+
+    def _pacer(self, channel: str, scope: str, rate: float, burst: float | None) -> Pacer:
+        pacer = self._pacers.get((channel, scope))
+        if pacer is None:
+            pacer = self._pacers[(channel, scope)] = Pacer(rate, burst, clock=self._clock, sleep=self._sleep)
+        return pacer

@@ -1,58 +1,38 @@
-"""One adapter instance per channel, sharing one OutboundHttp (a session per channel)."""
+"""The channels a webhook may use, one adapter class each; one adapter instance per channel,
+sharing one OutboundHttp (a session per channel) and one SendPacing."""
 
 from __future__ import annotations
 
-import importlib
-import logging
-
-from buzzi.channels.base import ChannelAdapter
+from buzzi.channels.base import DEFAULT_REPLAY_WINDOW, ChannelAdapter
+from buzzi.channels.custom import CustomAdapter
+from buzzi.channels.instagram import InstagramAdapter
+from buzzi.channels.messenger import MessengerAdapter
 from buzzi.channels.outbound import OutboundHttp
+from buzzi.channels.pacing import SendPacing
+from buzzi.channels.slack import SlackAdapter
+from buzzi.channels.teams import TeamsAdapter
+from buzzi.channels.telegram import TelegramAdapter
+from buzzi.channels.whatsapp import WhatsAppAdapter
 from buzzi.config import ChannelSettings
 from buzzi.netguard import NetPolicy
 
-log = logging.getLogger("buzzi.channels")
-
-ADAPTERS: dict[str, tuple[str, str]] = {
-    "whatsapp": ("buzzi.channels.whatsapp", "WhatsAppAdapter"),
-    "telegram": ("buzzi.channels.telegram", "TelegramAdapter"),
-    "slack": ("buzzi.channels.slack", "SlackAdapter"),
-    "teams": ("buzzi.channels.teams", "TeamsAdapter"),
-    "messenger": ("buzzi.channels.messenger", "MessengerAdapter"),
-    "instagram": ("buzzi.channels.instagram", "InstagramAdapter"),
-    "custom": ("buzzi.channels.custom", "CustomAdapter"),
+ADAPTERS: dict[str, type[ChannelAdapter]] = {
+    cls.channel: cls
+    for cls in (WhatsAppAdapter, TelegramAdapter, SlackAdapter, TeamsAdapter, MessengerAdapter,
+                InstagramAdapter, CustomAdapter)
 }
 # Every channel a webhook may use: the registered adapters, so a new channel is added in one place.
 CHANNELS: tuple[str, ...] = tuple(ADAPTERS)
 
 
-def load_adapter_class(channel: str) -> type[ChannelAdapter] | None:
-    """The adapter class, or None while its module is not written yet. An import error *inside*
-    an existing module is a bug and propagates."""
-    module_name, class_name = ADAPTERS[channel]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        return None
-    return getattr(module, class_name, None)
-
-
 class ChannelRegistry:
-    def __init__(self, settings: ChannelSettings, *, replay_window_seconds: float | None = None,
+    def __init__(self, settings: ChannelSettings, *, replay_window_seconds: float = DEFAULT_REPLAY_WINDOW,
                  net_policy: NetPolicy | None = None) -> None:
         self.settings = settings
         self.http = OutboundHttp(settings, net_policy)
-        self._adapters: dict[str, ChannelAdapter] = {}
-        for channel in CHANNELS:
-            cls = load_adapter_class(channel)
-            if cls is None:
-                log.warning("no adapter for channel %s yet", channel)
-                continue
-            adapter = cls(settings, self.http)
-            if replay_window_seconds is not None and hasattr(adapter, "replay_window"):
-                adapter.replay_window = replay_window_seconds  # type: ignore[attr-defined]
-            self._adapters[channel] = adapter
+        self.pacing = SendPacing()
+        self._adapters = {channel: cls(settings, self.http, replay_window=replay_window_seconds)
+                          for channel, cls in ADAPTERS.items()}
 
     @property
     def channels(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""Slack Events API adapter (channels.md §6).
+"""Slack Events API adapter (docs/channels.md §6).
 
 Inbound: v0 HMAC over the raw body with the app's Signing Secret, 5-minute window.
 Dedupe id: "{channel}:{ts}" rather than event_id. A message's ts is unique within its channel and
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -30,17 +31,19 @@ from buzzi.channels.base import (
     ParseResult,
     PayloadError,
     ReplyTarget,
+    SampleEvent,
     SendError,
     VerificationError,
     WebhookRequest,
 )
 from buzzi.channels.outbound import download, parse_retry_after
+from buzzi.channels.pacing import SendLimits
+from buzzi.channels.payload import as_dict, as_float, as_str, as_text, compact_json, dicts_in, json_object
 from buzzi.models import Webhook
-from buzzi.signing import slack_verify
+from buzzi.signing import slack_signature, slack_verify
 
 log = logging.getLogger(__name__)
 
-WINDOW_SECONDS = 300  # Slack's own replay window (python-slack-sdk SignatureVerifier)
 MESSAGE_EVENTS = ("message", "app_mention")
 KEPT_SUBTYPES = (None, "file_share", "thread_broadcast")
 RETRYABLE_ERRORS = {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable",
@@ -57,11 +60,10 @@ class SlackAdapter(ChannelAdapter):
     secret_source = "given"
     secret_hint = "The app's Signing Secret (Basic Information). Required."
     # Slack truncates at 40,000 characters, but its guidance is to stay under 4,000 for readability
-    # (api.slack.com/changelog/2018-04-truncating-really-long-messages; channels.md §6.4).
+    # (api.slack.com/changelog/2018-04-truncating-really-long-messages; docs/channels.md §6.4).
     text_limit = 4000
-    # About 1 message/s per channel with short bursts (channels.md §6).
-    chat_rate, chat_burst = 1.0, 3.0
-    replay_window: float = WINDOW_SECONDS  # the registry sets webhooks.replay_window_seconds (default 300)
+    # About 1 message/s per channel with short bursts (docs/channels.md §6).
+    send_limits = SendLimits(per_chat=1.0, chat_burst=3.0)
 
     # ---- configuration
     def validate_credentials(self, credentials: Any) -> dict[str, Any]:
@@ -83,6 +85,17 @@ class SlackAdapter(ChannelAdapter):
             raise CredentialsError("secret", "the Slack app's Signing Secret is required (Basic Information page)")
         return given_secret.strip(), None
 
+    def sample_event(self, webhook: Webhook, now: float) -> SampleEvent:
+        ts = int(now)
+        body = compact_json({"type": "event_callback", "team_id": "T0TEST", "api_app_id": "A0TEST",
+                             "event_id": f"Ev{secrets.token_hex(6).upper()}", "event_time": ts,
+                             "event": {"type": "reaction_added", "user": "U0TEST", "reaction": "thumbsup",
+                                       "item": {"type": "message", "channel": "C0TEST", "ts": f"{ts}.000100"},
+                                       "event_ts": f"{ts}.000200"}})
+        headers = {"Content-Type": "application/json", "X-Slack-Request-Timestamp": str(ts),
+                   "X-Slack-Signature": slack_signature(webhook.secret or "", str(ts), body)}
+        return SampleEvent(body, headers, "a reaction_added event, signed with Slack's v0 signature")
+
     # ---- input side
     async def verify(self, webhook: Webhook, request: WebhookRequest) -> None:
         ok = slack_verify(webhook.secret or "", request.headers.get("x-slack-request-timestamp"),
@@ -94,11 +107,8 @@ class SlackAdapter(ChannelAdapter):
         content_type = request.headers.get("content-type", "")
         if "application/x-www-form-urlencoded" in content_type:
             return self._parse_form(request.body)
-        try:
-            envelope = json.loads(request.body)
-        except ValueError:
-            raise PayloadError("body is not JSON") from None
-        if not isinstance(envelope, dict) or not isinstance(envelope.get("type"), str):
+        envelope = request.json()
+        if not isinstance(envelope.get("type"), str):
             raise PayloadError("not a Slack Events API payload (no type)")
         if envelope["type"] == "url_verification":
             challenge = envelope.get("challenge")
@@ -119,13 +129,7 @@ class SlackAdapter(ChannelAdapter):
         raw = fields.get("payload", [None])[0]
         if raw is None:
             return ParseResult(ignored=1)  # slash commands and the like are not conversations
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            raise PayloadError("interactivity payload is not JSON") from None
-        if not isinstance(payload, dict):
-            raise PayloadError("interactivity payload is not an object")
-        message = _from_block_action(payload)
+        message = _from_block_action(json_object(raw))
         return ParseResult(messages=[message]) if message else ParseResult(ignored=1)
 
     # ---- output side
@@ -180,8 +184,8 @@ class SlackAdapter(ChannelAdapter):
 
     def _bot_user_ids(self, webhook: Webhook, envelope: dict[str, Any]) -> set[str]:
         ids = {str(v) for v in (webhook.state.get("botUserId"), webhook.state.get("bot_user_id")) if v}
-        for auth in envelope.get("authorizations") or []:
-            if isinstance(auth, dict) and auth.get("is_bot") and auth.get("user_id"):
+        for auth in dicts_in(envelope.get("authorizations")):
+            if auth.get("is_bot") and auth.get("user_id"):
                 ids.add(str(auth["user_id"]))
         return ids
 
@@ -241,42 +245,32 @@ def _file_kind(mime: str) -> str:
 
 def _files(event: dict[str, Any]) -> list[Attachment]:
     found = []
-    for item in event.get("files") or []:
-        if not isinstance(item, dict):
-            continue
-        url = item.get("url_private_download") or item.get("url_private")
+    for item in dicts_in(event.get("files")):
+        url = as_text(item.get("url_private_download")) or as_text(item.get("url_private"))
         if not url:
             continue  # tombstoned or hidden_by_limit files carry no URL
-        mime = item.get("mimetype") or "application/octet-stream"
-        found.append(Attachment(kind=_file_kind(mime), mime_type=mime, name=item.get("name"), url=url,
+        mime = as_text(item.get("mimetype")) or "application/octet-stream"
+        found.append(Attachment(kind=_file_kind(mime), mime_type=mime, name=as_text(item.get("name")), url=url,
                                 media_id=item.get("id"), size=item.get("size"),
                                 extra={"filetype": item["filetype"]} if item.get("filetype") else {}))
     return found
 
 
 def _from_event(envelope: dict[str, Any], event: dict[str, Any], bot_ids: set[str]) -> InboundMessage | None:
-    if event.get("type") not in MESSAGE_EVENTS:
+    if not _is_from_a_person(event, bot_ids):
         return None
-    if event.get("bot_id") or event.get("bot_profile") or event.get("subtype") not in KEPT_SUBTYPES:
-        return None  # bots (ourselves included), edits, deletes, joins... (§10.3)
-    user, channel, ts = event.get("user"), event.get("channel"), event.get("ts")
-    if not user or not channel or not ts or user in bot_ids:
-        return None
+    user, channel, ts = event["user"], event["channel"], str(event["ts"])
     attachments = _files(event)
     text = _clean_text(str(event.get("text") or ""), bot_ids, strip_leading=event["type"] == "app_mention")
     if not text and not attachments:
         return None
-    thread_ts = event.get("thread_ts")
+    thread_ts = as_str(event.get("thread_ts"))
     # Reply in the thread; in a direct message only when the user wrote in one (a threaded answer to
     # every DM would hide the conversation in thread panes).
     reply_thread = thread_ts or (None if event.get("channel_type") == "im" else ts)
     meta = {"event_id": envelope.get("event_id"), "ts": ts, "thread_ts": reply_thread,
             "team_id": envelope.get("team_id"), "channel_type": event.get("channel_type"),
             "event_type": event["type"]}
-    try:
-        timestamp = float(ts)
-    except (TypeError, ValueError):
-        timestamp = None
     return InboundMessage(
         channel="slack",
         message_id=f"{channel}:{ts}",
@@ -284,7 +278,7 @@ def _from_event(envelope: dict[str, Any], event: dict[str, Any], bot_ids: set[st
         sender_id=str(user),
         text=text,
         kind=attachments[0].kind if attachments else "text",  # as Telegram: a captioned photo is an image
-        timestamp=timestamp,
+        timestamp=as_float(ts),
         reply_to_id=thread_ts if thread_ts and thread_ts != ts else None,
         thread_id=thread_ts or ts,
         attachments=attachments,
@@ -294,20 +288,26 @@ def _from_event(envelope: dict[str, Any], event: dict[str, Any], bot_ids: set[st
     )
 
 
+def _is_from_a_person(event: dict[str, Any], bot_ids: set[str]) -> bool:
+    """A message or mention a person wrote: not a bot's (ourselves included), not an edit, delete or
+    join (§10.3), and with the user, channel and ts a reply needs."""
+    if event.get("type") not in MESSAGE_EVENTS or event.get("subtype") not in KEPT_SUBTYPES:
+        return False
+    if event.get("bot_id") or event.get("bot_profile"):
+        return False
+    user = event.get("user")
+    return bool(user and event.get("channel") and as_str(event.get("ts"))) and str(user) not in bot_ids
+
+
 def _from_block_action(payload: dict[str, Any]) -> InboundMessage | None:
     if payload.get("type") != "block_actions":
         return None
-    actions = [a for a in payload.get("actions") or [] if isinstance(a, dict)]
-    user = payload.get("user") if isinstance(payload.get("user"), dict) else {}
-    container = payload.get("container") if isinstance(payload.get("container"), dict) else {}
-    channel = (payload.get("channel") or {}).get("id") if isinstance(payload.get("channel"), dict) else None
-    channel = channel or container.get("channel_id")
+    actions = dicts_in(payload.get("actions"))
+    user, container, message = (as_dict(payload.get(key)) for key in ("user", "container", "message"))
+    channel = as_dict(payload.get("channel")).get("id") or container.get("channel_id")
     if not actions or not user.get("id") or not channel:
         return None
     action = actions[0]
-    selected = action.get("selected_option") if isinstance(action.get("selected_option"), dict) else {}
-    text = str(action.get("value") or selected.get("value") or action.get("action_id") or "")
-    message = payload.get("message") if isinstance(payload.get("message"), dict) else {}
     parent = message.get("thread_ts") or container.get("thread_ts") or message.get("ts") or container.get("message_ts")
     return InboundMessage(
         channel="slack",
@@ -315,9 +315,15 @@ def _from_block_action(payload: dict[str, Any]) -> InboundMessage | None:
         chat_id=str(channel),
         sender_id=str(user["id"]),
         sender_name=user.get("name") or user.get("username"),
-        text=text,
+        text=_action_text(action),
         kind="interactive",
         thread_id=parent,
         # response_url is left out: it lets anyone holding it post into the channel.
         meta={k: v for k, v in {"action_id": action.get("action_id"), "thread_ts": parent}.items() if v},
     )
+
+
+def _action_text(action: dict[str, Any]) -> str:
+    """A button's value, a menu's selected value, or the action id when it carries neither."""
+    selected = as_dict(action.get("selected_option"))
+    return str(action.get("value") or selected.get("value") or action.get("action_id") or "")

@@ -1,4 +1,4 @@
-"""Microsoft Teams adapter through the Bot Framework connector (channels.md §7).
+"""Microsoft Teams adapter through the Bot Framework connector (docs/channels.md §7).
 
 Inbound: every activity carries a Bot Framework JWT (RS256), checked against Microsoft's published
 keys: issuer, audience = our appId, expiry with 5 min skew, the key's endorsements must name the
@@ -31,6 +31,7 @@ import yarl
 
 from buzzi.channels.base import (
     Attachment,
+    CannotSimulate,
     ChannelAdapter,
     CredentialField,
     CredentialsError,
@@ -38,11 +39,14 @@ from buzzi.channels.base import (
     ParseResult,
     PayloadError,
     ReplyTarget,
+    SampleEvent,
     SendError,
     VerificationError,
     WebhookRequest,
 )
 from buzzi.channels.outbound import download, parse_retry_after
+from buzzi.channels.pacing import SendLimits
+from buzzi.channels.payload import as_dict, as_text, dicts_in
 from buzzi.clock import parse_iso
 from buzzi.config import ChannelSettings
 from buzzi.models import Webhook
@@ -129,11 +133,11 @@ class TeamsAdapter(ChannelAdapter):
     secret_hint = "None: Teams requests are authenticated by Microsoft's JWT."
     # Teams answers 413 MessageSizeTooBig near 28 KB; community adapters chunk at ~28,000 UTF-16 units.
     text_limit = 28000
-    # Per bot per conversation: 7 ops/1 s, 60 ops/30 s (channels.md §7.4): 2/s sustained, bursts of 7.
-    chat_rate, chat_burst = 2.0, 7.0
+    # Per bot per conversation: 7 ops/1 s, 60 ops/30 s (docs/channels.md §7.4): 2/s sustained, bursts of 7.
+    send_limits = SendLimits(per_chat=2.0, chat_burst=7.0)
 
-    def __init__(self, settings: ChannelSettings, http: Any) -> None:
-        super().__init__(settings, http)
+    def __init__(self, settings: ChannelSettings, http: Any, **options: Any) -> None:
+        super().__init__(settings, http, **options)
         self.keys = BotFrameworkKeys(settings.teams_openid_url, lambda: self.http.session(self.channel))
         self._tokens: dict[tuple[str, str, str], _Token] = {}
         self._token_lock = asyncio.Lock()
@@ -167,6 +171,10 @@ class TeamsAdapter(ChannelAdapter):
     ) -> tuple[str | None, str | None]:
         return None, None  # authenticated by Microsoft's JWT, nothing shared
 
+    def sample_event(self, webhook: Webhook, now: float) -> SampleEvent:
+        raise CannotSimulate("Teams requests are signed by Microsoft (a Bot Framework JWT from Microsoft's keys): "
+                             "we cannot produce a valid one. Use the Bot Framework Emulator or a Teams chat.")
+
     # ---- input side
     async def verify(self, webhook: Webhook, request: WebhookRequest) -> None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -181,11 +189,9 @@ class TeamsAdapter(ChannelAdapter):
         if alg not in ALGORITHMS or not isinstance(kid, str):
             raise VerificationError("unsupported token algorithm or no kid")
         try:
-            activity = json.loads(request.body)
-        except ValueError:
-            activity = None
-        if not isinstance(activity, dict):
-            raise VerificationError("body is not an activity: serviceUrl cannot be checked")
+            activity = request.json()  # parsed once: parse() reads the same object
+        except PayloadError:
+            raise VerificationError("body is not an activity: serviceUrl cannot be checked") from None
         try:
             key = await self.keys.get(kid)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -207,11 +213,8 @@ class TeamsAdapter(ChannelAdapter):
             raise VerificationError("serviceurl claim does not match the activity")
 
     def parse(self, webhook: Webhook, request: WebhookRequest) -> ParseResult:
-        try:
-            activity = json.loads(request.body)
-        except ValueError:
-            raise PayloadError("body is not JSON") from None
-        if not isinstance(activity, dict) or not isinstance(activity.get("type"), str):
+        activity = request.json()
+        if not isinstance(activity.get("type"), str):
             raise PayloadError("not a Bot Framework activity (no type)")
         if activity["type"] != "message":
             return ParseResult(ignored=1)  # conversationUpdate, typing, messageReaction, installationUpdate, invoke
@@ -364,9 +367,7 @@ def _clean_text(text: str, bot_names: set[str]) -> str:
 
 def _attachments(activity: dict[str, Any], service_host: str | None) -> list[Attachment]:
     found: list[Attachment] = []
-    for item in activity.get("attachments") or []:
-        if not isinstance(item, dict):
-            continue
+    for item in dicts_in(activity.get("attachments")):
         ctype = str(item.get("contentType") or "")
         content = item.get("content") if isinstance(item.get("content"), dict) else {}
         if ctype == "application/vnd.microsoft.teams.file.download.info" and content.get("downloadUrl"):
@@ -382,34 +383,59 @@ def _attachments(activity: dict[str, Any], service_host: str | None) -> list[Att
 
 
 def _from_activity(activity: dict[str, Any]) -> InboundMessage | None:
-    sender = activity.get("from") if isinstance(activity.get("from"), dict) else {}
-    bot = activity.get("recipient") if isinstance(activity.get("recipient"), dict) else {}
-    conversation = activity.get("conversation") if isinstance(activity.get("conversation"), dict) else {}
+    sender, bot, conversation = (as_dict(activity.get(key)) for key in ("from", "recipient", "conversation"))
     if not activity.get("id") or not sender.get("id") or not conversation.get("id"):
         return None
     if bot.get("id") and sender.get("id") == bot.get("id"):
-        return None
-    bot_names = {str(e.get("text") or "") for e in activity.get("entities") or []
-                 if isinstance(e, dict) and e.get("type") == "mention"
-                 and isinstance(e.get("mentioned"), dict) and e["mentioned"].get("id") == bot.get("id")}
-    bot_names = {AT_RE.sub(lambda m: html.unescape(m.group(1)).strip(), n) for n in bot_names if n}
-    bot_names.add(str(bot.get("name") or ""))
-    text = _clean_text(str(activity.get("text") or ""), bot_names - {""})
+        return None  # our own activity echoed back
+    text = _clean_text(str(activity.get("text") or ""), _bot_names(activity, bot) - {""})
     service_url = str(activity.get("serviceUrl") or "")
     attachments = _attachments(activity, urlparse(service_url).hostname)
     value = activity.get("value")
-    kind = "text"
-    if not text and value not in (None, {}, []):
-        # Adaptive Card Action.Submit: empty text, the card's data in `value` (§10.11).
-        kind = "interactive"
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
-    elif attachments:
-        kind = attachments[0].kind
+    kind, text = _kind_and_text(text, value, attachments)
     if not text and not attachments:
         return None
-    channel_data = activity.get("channelData") if isinstance(activity.get("channelData"), dict) else {}
-    tenant = (channel_data.get("tenant") or {}).get("id") if isinstance(channel_data.get("tenant"), dict) else None
-    meta: dict[str, Any] = {
+    meta = _routing(activity, sender, bot, conversation, service_url)
+    if kind == "interactive":
+        meta["value"] = value
+    return InboundMessage(
+        channel="teams",
+        message_id=str(activity["id"]),
+        chat_id=str(conversation["id"]),
+        sender_id=str(sender["id"]),
+        sender_name=as_text(sender.get("name")),
+        text=text,
+        kind=kind,
+        timestamp=_timestamp(activity.get("timestamp")),
+        reply_to_id=activity.get("replyToId"),
+        attachments=attachments,
+        meta={k: v for k, v in meta.items() if v not in (None, "", {})},
+    )
+
+
+def _kind_and_text(text: str, value: Any, attachments: list[Attachment]) -> tuple[str, str]:
+    if not text and value not in (None, {}, []):
+        # Adaptive Card Action.Submit: empty text, the card's data in `value` (§10.11).
+        return "interactive", value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
+                                                                              sort_keys=True)
+    return (attachments[0].kind if attachments else "text"), text
+
+
+def _bot_names(activity: dict[str, Any], bot: dict[str, Any]) -> set[str]:
+    """The names the bot is @mentioned by in this activity (the mention's text), and its own name."""
+    texts = {str(e.get("text") or "") for e in dicts_in(activity.get("entities"))
+             if e.get("type") == "mention" and as_dict(e.get("mentioned")).get("id") == bot.get("id")
+             and isinstance(e.get("mentioned"), dict)}
+    names = {AT_RE.sub(lambda m: html.unescape(m.group(1)).strip(), t) for t in texts if t}
+    names.add(str(bot.get("name") or ""))
+    return names
+
+
+def _routing(activity: dict[str, Any], sender: dict[str, Any], bot: dict[str, Any],
+             conversation: dict[str, Any], service_url: str) -> dict[str, Any]:
+    """What a reply needs: where to post it (serviceUrl, conversation) and who is who."""
+    tenant = as_dict(as_dict(activity.get("channelData")).get("tenant")).get("id")
+    return {
         "service_url": service_url,
         "activity_id": activity["id"],
         "channel_id": activity.get("channelId"),
@@ -420,22 +446,10 @@ def _from_activity(activity: dict[str, Any]) -> InboundMessage | None:
         "tenant_id": tenant or conversation.get("tenantId"),
         "locale": activity.get("locale"),
     }
-    if kind == "interactive":
-        meta["value"] = value
+
+
+def _timestamp(value: Any) -> float | None:
     try:
-        timestamp = parse_iso(activity["timestamp"]) if isinstance(activity.get("timestamp"), str) else None
+        return parse_iso(value) if isinstance(value, str) else None
     except ValueError:
-        timestamp = None
-    return InboundMessage(
-        channel="teams",
-        message_id=str(activity["id"]),
-        chat_id=str(conversation["id"]),
-        sender_id=str(sender["id"]),
-        sender_name=sender.get("name"),
-        text=text,
-        kind=kind,
-        timestamp=timestamp,
-        reply_to_id=activity.get("replyToId"),
-        attachments=attachments,
-        meta={k: v for k, v in meta.items() if v not in (None, "", {})},
-    )
+        return None

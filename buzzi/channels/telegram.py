@@ -1,4 +1,4 @@
-"""Telegram Bot API adapter (channels.md §5).
+"""Telegram Bot API adapter (docs/channels.md §5).
 
 Inbound: Telegram POSTs one Update per request, authenticated only by the secret_token we chose at
 setWebhook time (X-Telegram-Bot-Api-Secret-Token; no body signature, no timestamp).
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hmac
 import html
-import json
 import logging
 import re
 import secrets
@@ -30,11 +29,14 @@ from buzzi.channels.base import (
     ParseResult,
     PayloadError,
     ReplyTarget,
+    SampleEvent,
     SendError,
     VerificationError,
     WebhookRequest,
 )
 from buzzi.channels.outbound import MediaTooLargeError, download
+from buzzi.channels.pacing import SendLimits
+from buzzi.channels.payload import as_dict, as_float, as_text, compact_json
 from buzzi.models import Webhook
 
 log = logging.getLogger(__name__)
@@ -57,9 +59,10 @@ class TelegramAdapter(ChannelAdapter):
     credential_fields = (CredentialField("botToken", "Bot token (from BotFather)", secret=True),)
     secret_source = "generated"
     secret_hint = "Leave empty: a secret_token is generated and registered with setWebhook."
-    text_limit = 4096  # characters after entity parsing (channels.md §5.3)
-    # Bot FAQ (channels.md §5): about 1 msg/s per chat with short bursts, about 30 msg/s per bot.
-    chat_rate, chat_burst, bot_rate = 1.0, 3.0, 30.0
+    registers_webhook = True
+    text_limit = 4096  # characters after entity parsing (docs/channels.md §5.3)
+    # Bot FAQ (docs/channels.md §5): about 1 msg/s per chat with short bursts, about 30 msg/s per bot.
+    send_limits = SendLimits(per_chat=1.0, chat_burst=3.0, per_account=30.0)
 
     # ---- configuration
     def validate_credentials(self, credentials: Any) -> dict[str, Any]:
@@ -101,6 +104,14 @@ class TelegramAdapter(ChannelAdapter):
         return {"registered": True, "botId": int(match.group(1)) if match else None,
                 "allowedUpdates": ALLOWED_UPDATES}
 
+    def sample_event(self, webhook: Webhook, now: float) -> SampleEvent:
+        body = compact_json({"update_id": secrets.randbelow(10**9), "message_reaction": {
+            "chat": {"id": 1, "type": "private"}, "message_id": 1, "date": int(now),
+            "user": {"id": 1, "is_bot": False, "first_name": "Test"},
+            "old_reaction": [], "new_reaction": [{"type": "emoji", "emoji": "\U0001f44d"}]}})
+        headers = {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": webhook.secret or ""}
+        return SampleEvent(body, headers, "a message_reaction update, with the secret token header")
+
     # ---- input side
     async def verify(self, webhook: Webhook, request: WebhookRequest) -> None:
         given = request.headers.get(SECRET_HEADER)
@@ -110,11 +121,8 @@ class TelegramAdapter(ChannelAdapter):
             raise VerificationError("wrong secret token")
 
     def parse(self, webhook: Webhook, request: WebhookRequest) -> ParseResult:
-        try:
-            update = json.loads(request.body)
-        except ValueError:
-            raise PayloadError("body is not JSON") from None
-        if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+        update = request.json()
+        if not isinstance(update.get("update_id"), int):
             raise PayloadError("not a Telegram Update (no update_id)")
         bot_id = self._bot_id(webhook)
         update_id = update["update_id"]
@@ -153,7 +161,7 @@ class TelegramAdapter(ChannelAdapter):
                 payload["text"] = html.unescape(text)
                 result = await self._call(token, "sendMessage", payload)
             elif getattr(exc, "migrate_to_chat_id", None) is not None:
-                # The group became a supergroup: same chat, new id (channels.md §5.3).
+                # The group became a supergroup: same chat, new id (docs/channels.md §5.3).
                 payload["chat_id"] = exc.migrate_to_chat_id  # type: ignore[attr-defined]
                 result = await self._call(token, "sendMessage", payload)
             else:
@@ -206,7 +214,7 @@ class TelegramAdapter(ChannelAdapter):
         return int(match.group(1)) if match else None
 
     async def _call(self, token: str, method: str, payload: dict[str, Any]) -> Any:
-        """One Bot API call; the `result` on ok, else SendError classified per channels.md §5.3."""
+        """One Bot API call; the `result` on ok, else SendError classified per docs/channels.md §5.3."""
         url = f"{self.settings.telegram_api_base.rstrip('/')}/bot{token}/{method}"
         try:
             async with self.http.session(self.channel).post(url, json=payload) as response:
@@ -257,8 +265,20 @@ def _topic(msg: dict[str, Any]) -> int | None:
 
 
 def _name(user: dict[str, Any]) -> str | None:
-    full = " ".join(part for part in (user.get("first_name"), user.get("last_name")) if part)
-    return full or user.get("username") or user.get("title") or None
+    first, last, username, title = (as_text(user.get(k)) for k in ("first_name", "last_name", "username", "title"))
+    return " ".join(part for part in (first, last) if part) or username or title or None
+
+
+def _person(sender: Any, bot_id: int | None) -> dict[str, Any] | None:
+    """The sender when a reply may go to them: not another bot, not ourselves (no reply loops)."""
+    if not isinstance(sender, dict) or "id" not in sender or sender.get("is_bot"):
+        return None
+    return None if bot_id is not None and sender["id"] == bot_id else sender
+
+
+def _chat(msg: dict[str, Any]) -> dict[str, Any] | None:
+    chat = msg.get("chat")
+    return chat if isinstance(chat, dict) and chat.get("id") not in (None, "") else None
 
 
 def _attachments(msg: dict[str, Any]) -> list[Attachment]:
@@ -285,14 +305,11 @@ def _attachments(msg: dict[str, Any]) -> list[Attachment]:
 
 
 def _from_message(msg: dict[str, Any], update_id: int, *, edited: bool, bot_id: int | None) -> InboundMessage | None:
-    chat = msg.get("chat")
-    sender = msg.get("from") if isinstance(msg.get("from"), dict) else msg.get("sender_chat")
-    if not isinstance(chat, dict) or "id" not in chat or not isinstance(sender, dict) or "id" not in sender:
+    chat = _chat(msg)
+    sender = _person(msg.get("from") if isinstance(msg.get("from"), dict) else msg.get("sender_chat"), bot_id)
+    if chat is None or sender is None:
         return None
-    if sender.get("is_bot") or (bot_id is not None and sender.get("id") == bot_id):
-        return None  # other bots, and ourselves: no reply loops
-    text = msg.get("text") if isinstance(msg.get("text"), str) else msg.get("caption")
-    text = text if isinstance(text, str) else ""
+    text = as_text(msg.get("text")) or as_text(msg.get("caption")) or ""
     attachments = _attachments(msg)
     if not text and not attachments:
         return None  # service message: new_chat_members, pinned_message, ...
@@ -300,18 +317,17 @@ def _from_message(msg: dict[str, Any], update_id: int, *, edited: bool, bot_id: 
     # message, and a topic left behind must not capture later answers.
     meta: dict[str, Any] = {"update_id": update_id, "message_id": msg.get("message_id"),
                             "chat_type": chat.get("type"), "message_thread_id": _topic(msg)}
-    reply = msg.get("reply_to_message")
-    kind = "edit" if edited else (attachments[0].kind if attachments else "text")
+    reply = as_dict(msg.get("reply_to_message"))
     return InboundMessage(
         channel="telegram",
-        message_id=str(update_id),  # message_id is unique per chat only (channels.md §10.14)
+        message_id=str(update_id),  # message_id is unique per chat only (docs/channels.md §10.14)
         chat_id=str(chat["id"]),
         sender_id=str(sender["id"]),
         sender_name=_name(sender),
         text=text,
-        kind=kind,
-        timestamp=float(msg.get("edit_date") or msg.get("date") or 0) or None,
-        reply_to_id=str(reply["message_id"]) if isinstance(reply, dict) and "message_id" in reply else None,
+        kind="edit" if edited else (attachments[0].kind if attachments else "text"),
+        timestamp=as_float(msg.get("edit_date") or msg.get("date")) or None,
+        reply_to_id=str(reply["message_id"]) if "message_id" in reply else None,
         thread_id=str(meta["message_thread_id"]) if meta["message_thread_id"] is not None else None,
         attachments=attachments,
         meta=meta,
@@ -319,19 +335,18 @@ def _from_message(msg: dict[str, Any], update_id: int, *, edited: bool, bot_id: 
 
 
 def _from_callback(query: dict[str, Any], update_id: int, bot_id: int | None) -> InboundMessage | None:
-    sender = query.get("from")
-    msg = query.get("message")
+    msg = as_dict(query.get("message"))
     # Without a message the button sat on an inline-mode message: there is no chat to answer in.
-    if not isinstance(sender, dict) or not isinstance(msg, dict) or not isinstance(msg.get("chat"), dict):
-        return None
-    if sender.get("is_bot") or (bot_id is not None and sender.get("id") == bot_id):
+    chat = _chat(msg)
+    sender = _person(query.get("from"), bot_id)
+    if chat is None or sender is None:
         return None
     meta: dict[str, Any] = {"update_id": update_id, "callback_query_id": query.get("id"),
-                            "chat_type": msg["chat"].get("type"), "message_thread_id": _topic(msg)}
+                            "chat_type": chat.get("type"), "message_thread_id": _topic(msg)}
     return InboundMessage(
         channel="telegram",
         message_id=str(update_id),
-        chat_id=str(msg["chat"]["id"]),
+        chat_id=str(chat["id"]),
         sender_id=str(sender["id"]),
         sender_name=_name(sender),
         text=str(query.get("data") or ""),

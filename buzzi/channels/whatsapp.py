@@ -1,4 +1,4 @@
-"""WhatsApp Business Cloud API (channels.md §2): `entry[].changes[].value.messages[]` in,
+"""WhatsApp Business Cloud API (docs/channels.md §2): `entry[].changes[].value.messages[]` in,
 `POST /{phone_number_id}/messages` out, two-step media download.
 
 Decisions:
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from typing import Any
 
 from buzzi.channels.base import (
@@ -22,27 +23,19 @@ from buzzi.channels.base import (
     ParseResult,
     PayloadError,
     ReplyTarget,
+    SampleEvent,
     SendError,
     WebhookRequest,
 )
-from buzzi.channels.meta import (
-    GRAPH_ID,
-    TOKEN,
-    ErrorClasses,
-    MetaAdapter,
-    as_dict,
-    as_float,
-    as_str,
-    list_of_dicts,
-    load_json,
-    require_field,
-)
+from buzzi.channels.meta import GRAPH_ID, TOKEN, ErrorClasses, MetaAdapter, require_field
 from buzzi.channels.outbound import USER_AGENT, MediaTooLargeError, download
+from buzzi.channels.pacing import SendLimits
+from buzzi.channels.payload import as_dict, as_float, as_str, list_of_dicts
 from buzzi.models import Webhook
 
 log = logging.getLogger("buzzi.channels")
 
-# channels.md §2.3 (source: WhatsApp error codes page).
+# docs/channels.md §2.3 (source: WhatsApp error codes page).
 WHATSAPP_ERRORS = ErrorClasses(
     retryable=frozenset({130429, 131056, 80007, 4, 131000, 131016, 2, 131057, 133016}),
     permanent=frozenset({
@@ -62,11 +55,12 @@ class WhatsAppAdapter(MetaAdapter):
     secret_source = "given"
     secret_hint = "The Meta App Secret (App Dashboard > Basic settings). Required."
     has_verify_token = True
-    text_limit = 4096  # text.body maximum (channels.md §2.3)
+    text_limit = 4096  # text.body maximum (docs/channels.md §2.3)
     api_base_setting = "whatsapp_api_base"
     token_field = "accessToken"
     error_classes = WHATSAPP_ERRORS
-    send_rate = 80.0  # default throughput per business number (channels.md §2.3)
+    send_limits = SendLimits(per_account=80.0)  # default throughput per business number (docs/channels.md §2.3)
+    paces_typing = True  # the typing indicator is a POST to the number's /messages too
 
     def validate_credentials(self, credentials: Any) -> dict[str, Any]:
         return {
@@ -74,9 +68,21 @@ class WhatsAppAdapter(MetaAdapter):
             "accessToken": require_field(credentials, "accessToken", TOKEN, "an access token"),
         }
 
+    def sample_event(self, webhook: Webhook, now: float) -> SampleEvent:
+        phone_id = str(webhook.credentials.get("phoneNumberId", "0"))
+        return self.signed_sample(webhook, {"object": "whatsapp_business_account", "entry": [{"id": "0", "changes": [{
+            "field": "messages",
+            "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550000000", "phone_number_id": phone_id},
+                "statuses": [{"id": f"wamid.TEST{secrets.token_hex(8)}", "status": "delivered",
+                              "timestamp": str(int(now)), "recipient_id": "15550000001"}],
+            },
+        }]}]}, "a delivery receipt")
+
     # ---- input side
     def parse(self, webhook: Webhook, request: WebhookRequest) -> ParseResult:
-        data = load_json(request.body)
+        data = request.json()
         if data.get("object") not in (None, "whatsapp_business_account"):
             raise PayloadError('expected "object": "whatsapp_business_account"')
         if not isinstance(data.get("entry"), list):
@@ -180,12 +186,19 @@ class WhatsAppAdapter(MetaAdapter):
         return " ".join(p for p in (label, where) if p), [Attachment(kind="location", extra=extra)], {}
 
     # ---- output side
-    def _messages_url(self, webhook: Webhook, target: ReplyTarget) -> tuple[str, str]:
+    @staticmethod
+    def _number(webhook: Webhook, target: ReplyTarget) -> str:
         # Answer from the number the user wrote to (one app may serve several numbers of a WABA).
-        number = str(target.meta.get("phone_number_id") or webhook.credentials.get("phoneNumberId") or "")
+        return str(target.meta.get("phone_number_id") or webhook.credentials.get("phoneNumberId") or "")
+
+    def pacing_account(self, webhook: Webhook, target: ReplyTarget) -> str:
+        return self._number(webhook, target) or webhook.id
+
+    def _messages_url(self, webhook: Webhook, target: ReplyTarget) -> str:
+        number = self._number(webhook, target)
         if not number:
             raise SendError("whatsapp: phoneNumberId is not configured", retryable=False)
-        return number, f"{self.api_base}/{number}/messages"
+        return f"{self.api_base}/{number}/messages"
 
     @staticmethod
     def _inbound_id(target: ReplyTarget) -> str | None:
@@ -197,7 +210,7 @@ class WhatsAppAdapter(MetaAdapter):
     async def send(self, webhook: Webhook, target: ReplyTarget, text: str) -> list[str]:
         if not target.chat_id:
             raise SendError("whatsapp: the conversation has no recipient", retryable=False)
-        number, url = self._messages_url(webhook, target)
+        url = self._messages_url(webhook, target)
         body: dict[str, Any] = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
@@ -208,7 +221,6 @@ class WhatsAppAdapter(MetaAdapter):
         inbound = self._inbound_id(target)
         if inbound:
             body["context"] = {"message_id": inbound}
-        await self.pacer.acquire(number)
         answer = await self.graph_call("whatsapp send", "POST", url, self.token(webhook), body)
         return [i for i in (as_str(m.get("id")) for m in list_of_dicts(answer, "messages", "answer")) if i]
 
@@ -217,8 +229,7 @@ class WhatsAppAdapter(MetaAdapter):
         if not inbound:
             return  # the indicator hangs off an inbound message: nothing to show it on
         try:
-            number, url = self._messages_url(webhook, target)
-            await self.pacer.acquire(number)
+            url = self._messages_url(webhook, target)
             body = {"messaging_product": "whatsapp", "status": "read", "message_id": inbound,
                     "typing_indicator": {"type": "text"}}
             await self.graph_call("whatsapp typing", "POST", url, self.token(webhook), body)

@@ -1,7 +1,9 @@
 """The Store seam: typed operations on the domain, built on a few primitives each backend implements.
 
 Backends (sqlite.py, mongo.py) implement only the `_primitives`; everything typed lives here once,
-so both behave the same by construction and one contract suite (tests/store) checks them.
+so both behave the same by construction and one contract suite (tests/contracts/test_store.py)
+checks them. Rules that write several documents are steps (steps.py) that a backend may run in
+one transaction; secrets are sealed by each model's own hook (Document.seal_fields).
 Documents are flat dicts keyed by the dataclass field names; `where` filters are equality on
 top-level fields.
 """
@@ -15,7 +17,10 @@ from typing import Any, TypeVar
 from buzzi import clock
 from buzzi.crypto import SecretBox
 from buzzi.errors import Unavailable
-from buzzi.models import PENDING, PROCESSING, Agent, Conversation, Document, Message, Webhook, WebhookEvent
+from buzzi.models import PENDING, PROCESSING, Conversation, Document, Message, WebhookEvent
+from buzzi.store.steps import FindOne, Insert, Step, Steps, Update, run_steps_async
+
+R = TypeVar("R")
 
 T = TypeVar("T", bound=Document)
 
@@ -52,7 +57,6 @@ INDEXES: dict[str, list[tuple[tuple[str, ...], bool]]] = {
     "webhook_events": [(("webhook_id", "received_at"), False), (("received_at",), False)],
     "media": [(("message_id",), False), (("company_id", "created_at"), False)],
 }
-COLLECTIONS = (*INDEXES.keys(), "counters")
 
 
 class Store(abc.ABC):
@@ -112,9 +116,6 @@ class Store(abc.ABC):
         lease: set state=processing, lease_owner, lease_until, attempts+1; return it after."""
 
     @abc.abstractmethod
-    async def _incr_counter(self, name: str, by: int) -> int: ...
-
-    @abc.abstractmethod
     async def _prune(self, collection: str, where: dict[str, Any], order_by: str, keep: int) -> int:
         """Delete all but the newest `keep` matching documents (by `order_by`)."""
 
@@ -158,11 +159,7 @@ class Store(abc.ABC):
     ) -> T | None:
         """Change fields atomically; with `expect`, only if the document still has those values.
         Returns the updated object, or None when it does not exist or did not match."""
-        set_ = dict(changes or {})
-        if cls is Webhook:
-            set_ = {k: (self._box.seal(v) if k in Webhook.SEALED else v) for k, v in set_.items()}
-        if cls is Agent and isinstance(set_.get("settings"), dict):
-            set_["settings"] = self._seal_settings(set_["settings"])
+        set_ = cls.seal_fields(dict(changes or {}), self._box)
         set_["updated_at"] = clock.now()
         doc = await self._update(cls.collection, id, set_, dict(inc or {}), dict(expect or {}))
         return None if doc is None else self._unseal(cls, doc)
@@ -183,23 +180,6 @@ class Store(abc.ABC):
             return False
         return True
 
-    async def get_or_create_conversation(self, conversation: Conversation) -> tuple[Conversation, bool]:
-        """Return the conversation with the same chat_key, creating it if none; safe under races."""
-        if conversation.chat_key:
-            existing = await self.find_one(Conversation, chat_key=conversation.chat_key)
-            if existing:
-                return existing, False
-        try:
-            await self.add(conversation)
-            return conversation, True
-        except DuplicateKey:
-            if not conversation.chat_key:  # a web chat's clash (id/session_hash) names no chat to return
-                raise
-            existing = await self.find_one(Conversation, chat_key=conversation.chat_key)
-            if existing is None:  # the clash was on the id, not the chat key
-                raise
-            return existing, False
-
     async def get_many(self, *wanted: tuple[type[Document], str]) -> list[Document | None]:
         """Several documents by (class, id) at once; backends may fetch them in one round trip."""
         docs = await self._get_many([(cls.collection, id) for cls, id in wanted])
@@ -212,18 +192,51 @@ class Store(abc.ABC):
         """Store an inbound channel message and count it on its conversation, which is created from
         `conversation` when its chat_key is new, else gets its routing meta and customer merged in.
         Returns the stored message (with its conversation_id), or None when its dedupe key was
-        seen before (nothing is written then). Backends may do all of it in one transaction."""
-        if message.dedupe_key and await self.find_one(Message, dedupe_key=message.dedupe_key) is not None:
+        seen before (nothing is written then)."""
+        return await self.transact(self._intake(conversation, message))
+
+    def _intake(self, conversation: Conversation, message: Message) -> Steps[Message | None]:
+        if message.dedupe_key and (yield FindOne(Message.collection, {"dedupe_key": message.dedupe_key})):
             return None
-        stored, created = await self.get_or_create_conversation(conversation)
-        message.conversation_id = stored.id
-        if not await self.add_message_once(message):
+        stored = yield from self._chat_conversation(conversation)
+        message.conversation_id = stored["id"]
+        try:
+            yield Insert(Message.collection, self._seal(message))
+        except DuplicateKey:  # a concurrent delivery of the same message got there first
             return None
-        changes = {} if created else merge_conversation(stored.to_doc(), conversation)
-        if changes:
-            await self.update(Conversation, stored.id, changes)
-        await self.record_message(stored.id, message.created_at)
+        changes = merge_conversation(stored, conversation)  # nothing to merge into a conversation just made
+        yield Update(Conversation.collection, stored["id"],
+                     {**changes, "last_message_at": message.created_at, "updated_at": clock.now()},
+                     {"message_count": 1})
         return message
+
+    def _chat_conversation(self, conversation: Conversation) -> Steps[dict[str, Any]]:
+        """The stored conversation of this chat (by chat_key), `conversation` itself if it is new."""
+        by_chat = FindOne(Conversation.collection, {"chat_key": conversation.chat_key})
+        if conversation.chat_key and (existing := (yield by_chat)):
+            return existing
+        doc = self._seal(conversation)
+        try:
+            yield Insert(Conversation.collection, doc)
+        except DuplicateKey:  # another delivery of this chat created it meanwhile
+            existing = (yield by_chat) if conversation.chat_key else None
+            if existing is None:  # the clash was on the id, not the chat key
+                raise
+            return existing
+        return doc
+
+    async def transact(self, steps: Steps[R]) -> R:
+        """Run a multi-document rule one step per round trip; unique indexes keep it right under
+        races (the steps handle the DuplicateKey). SQLite overrides it with one transaction."""
+        return await run_steps_async(steps, self._apply)
+
+    async def _apply(self, step: Step) -> Any:
+        if isinstance(step, FindOne):
+            found = await self._find(step.collection, step.where, None, False, 1)
+            return found[0] if found else None
+        if isinstance(step, Insert):
+            return await self._insert(step.collection, step.doc)
+        return await self._update(step.collection, step.id, step.set_, step.inc, {})
 
     async def record_message(self, conversation_id: str, at: float | None = None) -> Conversation | None:
         at = clock.now() if at is None else at
@@ -298,16 +311,6 @@ class Store(abc.ABC):
             for other in earlier
         )
 
-    async def incr_counter(self, name: str, by: int = 1) -> int:
-        return await self._incr_counter(name, by)
-
-    async def add_webhook_event(self, event: WebhookEvent, retention: int) -> None:
-        await self.add(event)
-        if event.webhook_id:
-            await self._prune(
-                WebhookEvent.collection, {"webhook_id": event.webhook_id}, "received_at", retention
-            )
-
     async def add_webhook_events(self, events: Sequence[WebhookEvent], retention: int,
                                  prune: Collection[str] = ()) -> None:
         """Append several delivery-log entries, then trim each webhook in `prune` to its newest
@@ -320,33 +323,10 @@ class Store(abc.ABC):
     # ----------------------------------------------------------------- sealing
 
     def _seal(self, obj: Document) -> dict[str, Any]:
-        doc = obj.to_doc()
-        if isinstance(obj, Webhook):
-            for key in Webhook.SEALED:
-                doc[key] = self._box.seal(doc[key])
-        if isinstance(obj, Agent):
-            doc["settings"] = self._seal_settings(doc["settings"])
-        return doc
-
-    def _seal_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
-        return {k: (self._box.seal(v) if k in Agent.SECRET_SETTINGS and v is not None else v)
-                for k, v in settings.items()}
+        return type(obj).seal_fields(obj.to_doc(), self._box)
 
     def _unseal(self, cls: type[T], doc: dict[str, Any]) -> T:
-        if cls is Agent and isinstance(doc.get("settings"), dict):
-            doc = dict(doc)
-            doc["settings"] = {
-                k: (self._box.open(v) if k in Agent.SECRET_SETTINGS and isinstance(v, str)
-                    and v.startswith(SecretBox.PREFIX) else v)
-                for k, v in doc["settings"].items()
-            }
-        if cls is Webhook:
-            doc = dict(doc)
-            for key in Webhook.SEALED:
-                doc[key] = self._box.open(doc.get(key))
-            if doc.get("credentials") is None:
-                doc["credentials"] = {}
-        return cls.from_doc(doc)
+        return cls.from_doc(cls.unseal_fields(doc, self._box))
 
 
 def merge_conversation(current: dict[str, Any], incoming: Conversation) -> dict[str, Any]:

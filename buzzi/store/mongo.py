@@ -61,10 +61,6 @@ class MongoStore(Store):
         self._client: AsyncMongoClient | None = None
         self._db: AsyncDatabase | None = None
 
-    @property
-    def database_name(self) -> str | None:
-        return None if self._db is None else self._db.name
-
     @asynccontextmanager
     async def _errors(self) -> AsyncIterator[AsyncDatabase]:
         """Yield the database; translate driver errors into the Store's."""
@@ -197,13 +193,6 @@ class MongoStore(Store):
                 query, change, sort=_CLAIM_SORT, return_document=ReturnDocument.AFTER
             )
             return _from_mongo(doc)
-
-    async def _incr_counter(self, name: str, by: int) -> int:
-        async with self._errors() as db:
-            doc = await db.counters.find_one_and_update(
-                {"_id": name}, {"$inc": {"value": by}}, upsert=True, return_document=ReturnDocument.AFTER
-            )
-            return int(doc["value"])
 
     async def _prune(self, collection: str, where: dict[str, Any], order_by: str, keep: int) -> int:
         # Delete by id only what lies beyond the newest `keep`: a concurrent insert is newer than

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from buzzi.crypto import SecretBox
-from buzzi.models import Conversation, Message, WebhookEvent
-from buzzi.store.base import COLLECTIONS, INDEXES, DuplicateKey, Store, StoreUnavailable, merge_conversation
+from buzzi.models import WebhookEvent
+from buzzi.store.base import INDEXES, DuplicateKey, Store, StoreUnavailable
+from buzzi.store.steps import FindOne, Insert, Step, Steps, run_steps
 
 R = TypeVar("R")
 _FIELD = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -64,6 +65,49 @@ def _dumps(doc: dict[str, Any]) -> str:
 
 def _matches(doc: dict[str, Any], where: dict[str, Any]) -> bool:
     return all(doc.get(k) == v for k, v in where.items())
+
+
+# The statements of the primitives, run on the store thread; steps (store/steps.py) use them too.
+
+def _insert(c: sqlite3.Connection, collection: str, doc: dict[str, Any]) -> None:
+    c.execute(f"INSERT INTO {collection} (id, doc) VALUES (?, ?)", (doc["id"], _dumps(doc)))
+
+
+def _find(c: sqlite3.Connection, collection: str, where: dict[str, Any], order_by: str | None = None,
+          descending: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+    clause, params = _where_sql(where)
+    sql = f"SELECT doc FROM {collection} WHERE {clause}"
+    if order_by:
+        direction = "DESC" if descending else "ASC"
+        sql += f" ORDER BY {_path(order_by)} {direction}, id {direction}"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    return [json.loads(r[0]) for r in c.execute(sql, params).fetchall()]
+
+
+def _update(c: sqlite3.Connection, collection: str, id: str, set_: dict[str, Any], inc: dict[str, int],
+            where: dict[str, Any]) -> dict[str, Any] | None:
+    row = c.execute(f"SELECT doc FROM {collection} WHERE id = ?", (id,)).fetchone()
+    if row is None or not _matches(doc := json.loads(row[0]), where):
+        return None
+    doc.update(set_)
+    for key, by in inc.items():
+        doc[key] = (doc.get(key) or 0) + by
+    c.execute(f"UPDATE {collection} SET doc = ? WHERE id = ?", (_dumps(doc), id))
+    return doc
+
+
+def _apply(c: sqlite3.Connection, step: Step) -> Any:
+    try:
+        if isinstance(step, FindOne):
+            found = _find(c, step.collection, step.where, limit=1)
+            return found[0] if found else None
+        if isinstance(step, Insert):
+            return _insert(c, step.collection, step.doc)
+        return _update(c, step.collection, step.id, step.set_, step.inc, {})
+    except sqlite3.Error as exc:  # the steps see the Store's errors (a DuplicateKey they may handle)
+        raise _store_error(exc) from None
 
 
 def _store_error(exc: Exception) -> Exception:
@@ -269,7 +313,7 @@ class SQLiteStore(Store):
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
-                for collection in COLLECTIONS:
+                for collection in INDEXES:
                     conn.execute(f"CREATE TABLE IF NOT EXISTS {collection} (id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
                 for collection, indexes in INDEXES.items():
                     for fields, unique in indexes:
@@ -298,40 +342,17 @@ class SQLiteStore(Store):
         await self._run(lambda c: c.execute("SELECT 1").fetchone())
 
     async def _insert(self, collection: str, doc: dict[str, Any]) -> None:
-        text = json.dumps(doc, separators=(",", ":"))
-        await self._run(
-            lambda c: c.execute(f"INSERT INTO {collection} (id, doc) VALUES (?, ?)", (doc["id"], text)), write=True
-        )
+        await self._run(lambda c: _insert(c, collection, doc), write=True)
 
     async def _get(self, collection: str, id: str) -> dict[str, Any] | None:
         row = await self._run(lambda c: c.execute(f"SELECT doc FROM {collection} WHERE id = ?", (id,)).fetchone())
         return None if row is None else json.loads(row[0])
 
     async def _find(self, collection, where, order_by, descending, limit):
-        clause, params = _where_sql(where)
-        sql = f"SELECT doc FROM {collection} WHERE {clause}"
-        if order_by:
-            direction = "DESC" if descending else "ASC"
-            sql += f" ORDER BY {_path(order_by)} {direction}, id {direction}"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(int(limit))
-        rows = await self._run(lambda c: c.execute(sql, params).fetchall())
-        return [json.loads(r[0]) for r in rows]
+        return await self._run(lambda c: _find(c, collection, where, order_by, descending, limit))
 
     async def _update(self, collection, id, set_, inc, where):
-        def tx(c: sqlite3.Connection) -> dict[str, Any] | None:
-            row = c.execute(f"SELECT doc FROM {collection} WHERE id = ?", (id,)).fetchone()
-            if row is None or not _matches(doc := json.loads(row[0]), where):
-                return None
-            doc.update(set_)
-            for key, by in inc.items():
-                doc[key] = (doc.get(key) or 0) + by
-            text = json.dumps(doc, separators=(",", ":"))
-            c.execute(f"UPDATE {collection} SET doc = ? WHERE id = ?", (text, id))
-            return doc
-
-        return await self._run(tx, write=True)
+        return await self._run(lambda c: _update(c, collection, id, set_, inc, where), write=True)
 
     async def _delete(self, collection, where):
         clause, params = _where_sql(where)
@@ -364,20 +385,8 @@ class SQLiteStore(Store):
             doc = json.loads(row[1])
             doc.update(state="processing", lease_owner=owner, lease_until=lease_until,
                        attempts=(doc.get("attempts") or 0) + 1, updated_at=now)
-            c.execute("UPDATE messages SET doc = ? WHERE id = ?", (json.dumps(doc, separators=(",", ":")), row[0]))
+            c.execute("UPDATE messages SET doc = ? WHERE id = ?", (_dumps(doc), row[0]))
             return doc
-
-        return await self._run(tx, write=True)
-
-    async def _incr_counter(self, name, by):
-        def tx(c: sqlite3.Connection) -> int:
-            row = c.execute(
-                "INSERT INTO counters (id, doc) VALUES (?, json_object('value', ?)) "
-                "ON CONFLICT(id) DO UPDATE SET doc = json_set(doc, '$.value', json_extract(doc, '$.value') + ?) "
-                "RETURNING json_extract(doc, '$.value')",
-                (name, by, by),
-            ).fetchone()
-            return int(row[0])
 
         return await self._run(tx, write=True)
 
@@ -391,31 +400,10 @@ class SQLiteStore(Store):
 
         return await self._run(read)
 
-    async def ingest_message(self, conversation: Conversation, message: Message) -> Message | None:
-        """The whole intake in one transaction on the store thread: one round trip per message."""
-        chat_key, dedupe_key = _path("chat_key"), _path("dedupe_key")
-
-        def tx(c: sqlite3.Connection) -> Message | None:
-            if message.dedupe_key and c.execute(
-                    f"SELECT 1 FROM messages WHERE {dedupe_key} = ?", (message.dedupe_key,)).fetchone():
-                return None
-            row = c.execute(f"SELECT doc FROM conversations WHERE {chat_key} = ?",
-                            (conversation.chat_key,)).fetchone() if conversation.chat_key else None
-            if row is None:
-                doc = self._seal(conversation)
-                doc.update(message_count=1, last_message_at=message.created_at)
-                c.execute("INSERT INTO conversations (id, doc) VALUES (?, ?)", (doc["id"], _dumps(doc)))
-            else:
-                doc = json.loads(row[0])
-                doc.update(merge_conversation(doc, conversation))
-                doc.update(message_count=(doc.get("message_count") or 0) + 1,
-                           last_message_at=message.created_at, updated_at=message.created_at)
-                c.execute("UPDATE conversations SET doc = ? WHERE id = ?", (_dumps(doc), doc["id"]))
-            message.conversation_id = doc["id"]
-            c.execute("INSERT INTO messages (id, doc) VALUES (?, ?)", (message.id, _dumps(self._seal(message))))
-            return message
-
-        return await self._run(tx, write=True)
+    async def transact(self, steps: Steps[R]) -> R:
+        """All the steps in one transaction on the store thread: one round trip, and no other
+        writer sees a half-done rule."""
+        return await self._run(lambda c: run_steps(steps, lambda step: _apply(c, step)), write=True)
 
     async def add_webhook_events(self, events: Sequence[WebhookEvent], retention: int,
                                  prune: Collection[str] = ()) -> None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.support.gateway import RunningGateway
+
+# Where the backend matters (queries, tenancy filters, secrets sealed at rest): run on SQLite and on
+# MongoDB (the cluster configuration, through the mongoeco wire server).
+ON_EVERY_STORE = pytest.mark.parametrize("store_backend", ["sqlite", "mongodb"], indirect=True)
 
 FAQ = {
     "documents": [{"title": "Opening hours", "content": "We are open Monday to Friday from 9 to 18."}],

@@ -8,7 +8,15 @@ import json
 from urllib.parse import urlencode
 
 from buzzi.models import Message
-from tests.admin.helpers import SECRET_HEADERS_PLAIN, call, company_admin, create_agent, create_company, create_webhook
+from tests.admin.helpers import (
+    ON_EVERY_STORE,
+    SECRET_HEADERS_PLAIN,
+    call,
+    company_admin,
+    create_agent,
+    create_company,
+    create_webhook,
+)
 from tests.support.gateway import RunningGateway
 from tests.support.sse import collect_until_terminal
 from tests.support.waiting import wait_until
@@ -21,6 +29,7 @@ async def web_chat(gw: RunningGateway, owner: str, name: str = "Acme") -> tuple[
     return cid, aid, session
 
 
+@ON_EVERY_STORE
 async def test_list_and_messages_of_a_web_conversation(gw: RunningGateway, owner: str) -> None:
     cid, aid, session = await web_chat(gw, owner)
     _, _, other = await web_chat(gw, owner, "Other")
@@ -118,6 +127,7 @@ async def test_nodes_lists_this_node(gw: RunningGateway, owner: str) -> None:
     assert await wait_until(nodes)
 
 
+@ON_EVERY_STORE
 async def test_webhook_events_are_listed_without_secrets(gw: RunningGateway, owner: str) -> None:
     cid = (await create_company(gw, owner))["id"]
     aid = (await create_agent(gw, owner, cid))["id"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from buzzi.ids import new_id
 from buzzi.models import Conversation
-from tests.admin.helpers import call, company_admin, create_agent, create_company, create_webhook
+from tests.admin.helpers import ON_EVERY_STORE, call, company_admin, create_agent, create_company, create_webhook
 from tests.support.gateway import RunningGateway
 
 
@@ -17,6 +17,7 @@ async def tenant(gw: RunningGateway, owner: str, name: str) -> dict[str, str]:
     return {"cid": cid, "aid": aid, "wid": wid, "conv": conv.id}
 
 
+@ON_EVERY_STORE
 async def test_company_admin_cannot_reach_another_tenant(gw: RunningGateway, owner: str) -> None:
     mine = await tenant(gw, owner, "Mine")
     theirs = await tenant(gw, owner, "Theirs")
@@ -76,6 +77,7 @@ async def test_company_admin_cannot_reach_another_tenant(gw: RunningGateway, own
     assert len(await call(gw, "GET", "/api/admin/conversations", owner)) == 2
 
 
+@ON_EVERY_STORE
 async def test_company_admin_works_in_their_own_company(gw: RunningGateway, owner: str) -> None:
     mine = await tenant(gw, owner, "Mine")
     token = await company_admin(gw, owner, mine["cid"], "me@mine.example")

@@ -6,7 +6,7 @@ import json
 from urllib.parse import urlencode
 
 from buzzi.models import Webhook
-from tests.admin.helpers import WHATSAPP, call, create_agent, create_company, create_webhook
+from tests.admin.helpers import ON_EVERY_STORE, WHATSAPP, call, create_agent, create_company, create_webhook
 from tests.support.fake_telegram import Answer, FakeTelegram
 from tests.support.gateway import RunningGateway, free_port, running_gateway
 
@@ -47,6 +47,7 @@ async def test_whatsapp_webhook_shows_secrets_once(gw: RunningGateway, owner: st
     assert (status, body) == (200, 4242)
 
 
+@ON_EVERY_STORE
 async def test_secrets_are_encrypted_at_rest(gw: RunningGateway, owner: str) -> None:
     cid, aid = await company_and_agent(gw, owner)
     created = await create_webhook(gw, owner, cid, aid)
@@ -56,6 +57,7 @@ async def test_secrets_are_encrypted_at_rest(gw: RunningGateway, owner: str) -> 
     assert (await gw.store.get(Webhook, created["id"])).secret == SECRET
 
 
+@ON_EVERY_STORE
 async def test_rotate_secret(gw: RunningGateway, owner: str) -> None:
     cid, aid = await company_and_agent(gw, owner)
     wid = (await create_webhook(gw, owner, cid, aid))["id"]

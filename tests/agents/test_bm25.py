@@ -5,16 +5,7 @@ import math
 import pytest
 
 from buzzi.agents.bm25 import BM25Index, IndexCache, tokenize
-
-FAQ = [
-    {"title": "Opening hours", "content": "Our store opens at 9am and closes at 6pm, Monday to Saturday."},
-    {"title": "Password reset", "content": "To reset your password, open Settings, choose Security and follow the "
-                                           "reset link we email you."},
-    {"title": "Shipping to Germany", "content": "We ship to Germany within 3 business days; shipping is free "
-                                                "above 50 euros."},
-    {"title": "Refund policy", "content": "Refunds are paid back to the original card within 14 days of the return."},
-    {"title": "Café menu", "content": "The café serves crème brûlée and espresso every afternoon."},
-]
+from tests.support.agent_factories import FAQ
 
 
 def index_of(docs: list[dict[str, str]]) -> BM25Index:
@@ -95,10 +86,9 @@ def test_index_cache_builds_once_per_distinct_documents() -> None:
     cache = IndexCache(max_entries=2)
     first = cache.get(FAQ)
     assert cache.get([dict(d) for d in FAQ]) is first  # equal content, different objects
-    assert cache.builds == 1
     changed = [*FAQ[:-1], {"title": "Café menu", "content": "Now serving tea."}]
-    assert cache.get(changed) is not first
-    assert cache.builds == 2
+    second = cache.get(changed)
+    assert second is not first
+    assert cache.get(changed) is second
     cache.get(FAQ[:1])  # a third entry evicts the least recently used (FAQ)
-    cache.get(FAQ)
-    assert cache.builds == 4
+    assert cache.get(FAQ) is not first  # built again

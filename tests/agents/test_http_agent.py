@@ -6,7 +6,14 @@ from buzzi.agents.base import SettingsError
 from buzzi.agents.http import HttpAgent
 from buzzi.agents.registry import AgentRegistry
 from buzzi.signing import new_standard_secret
-from tests.agents.helpers import assert_failed, assert_one_terminal_last, collect, deltas_text, make_context, names
+from tests.support.agent_factories import (
+    assert_failed,
+    assert_one_terminal_last,
+    collect,
+    deltas_text,
+    make_context,
+    names,
+)
 from tests.support.fake_llm import FakeServices
 
 
@@ -114,15 +121,6 @@ async def test_an_sse_stream_without_terminal_is_an_error(fake: FakeServices, re
     assert_failed(await run(registry, fake, agent_secret), "upstream_error", True)
 
 
-async def test_an_sse_stream_broken_mid_answer_is_retryable(fake: FakeServices, registry: AgentRegistry,
-                                                            agent_secret: str) -> None:
-    fake.agent.events = [("delta", {"content": "one "}), ("delta", {"content": "two"}), ("complete", {})]
-    fake.agent.disconnect_after = 1
-    events = await run(registry, fake, agent_secret)
-    assert deltas_text(events) == "one "
-    assert_failed(events, "upstream_unavailable", True)
-
-
 @pytest.mark.parametrize("events", [
     [("delta", "not json")],
     [("delta", {"content": 5})],
@@ -141,22 +139,6 @@ async def test_malformed_json_answers_are_protocol_errors(fake: FakeServices, re
                                                           agent_secret: str, answer: object) -> None:
     fake.agent.json = answer
     assert_failed(await run(registry, fake, agent_secret), "upstream_protocol", False)
-
-
-@pytest.mark.parametrize(("status", "code", "retryable"), [
-    (429, "upstream_rate_limited", True), (502, "upstream_error", True),
-    (403, "upstream_auth", False), (422, "upstream_rejected", False),
-])
-async def test_http_errors(fake: FakeServices, registry: AgentRegistry, agent_secret: str,
-                           status: int, code: str, retryable: bool) -> None:
-    fake.agent.status = status
-    assert_failed(await run(registry, fake, agent_secret), code, retryable)
-
-
-async def test_a_stalled_service_times_out(fake: FakeServices, impatient_registry: AgentRegistry,
-                                           agent_secret: str) -> None:
-    fake.agent.stall = True
-    assert_failed(await run(impatient_registry, fake, agent_secret), "upstream_unavailable", True)
 
 
 @pytest.mark.parametrize(("settings", "field"), [

@@ -1,23 +1,19 @@
 from __future__ import annotations
 
-import logging
-import socket
-
 import pytest
 
 from buzzi.agents.base import SettingsError
 from buzzi.agents.openai import OpenAIAgent
 from buzzi.agents.registry import AgentRegistry
 from buzzi.agents.text import estimate_tokens
-from tests.agents.helpers import (
+from tests.support.agent_factories import (
+    FAQ,
     assert_failed,
     assert_one_terminal_last,
     collect,
     deltas_text,
     make_context,
-    names,
 )
-from tests.agents.test_bm25 import FAQ
 from tests.support.fake_llm import FakeServices
 
 API_KEY = "sk-test-very-secret-key-0123456789"
@@ -104,39 +100,6 @@ async def test_documents_are_retrieved_and_passed_as_context(fake: FakeServices,
     assert events[-1].data["metadata"]["sources"] == tool_calls[1]["result"]["sources"]
 
 
-@pytest.mark.parametrize(("status", "code", "retryable"), [
-    (429, "upstream_rate_limited", True),
-    (500, "upstream_error", True),
-    (503, "upstream_error", True),
-    (401, "upstream_auth", False),
-    (403, "upstream_auth", False),
-    (400, "upstream_rejected", False),
-    (404, "upstream_rejected", False),
-])
-async def test_http_errors_map_to_one_error_event(fake: FakeServices, registry: AgentRegistry, status: int,
-                                                  code: str, retryable: bool,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
-    fake.llm.status = status
-    fake.llm.error_body = {"error": {"message": f"Incorrect API key provided: {API_KEY}"}}
-    events = await run(registry, settings(fake))
-    assert_failed(events, code, retryable)
-    assert "delta" not in names(events)
-    assert API_KEY not in caplog.text
-    assert API_KEY not in str(events)
-
-
-async def test_a_broken_stream_after_deltas_is_only_an_error(fake: FakeServices, registry: AgentRegistry,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
-    fake.llm.chunks = ["one ", "two ", "three ", "four"]
-    fake.llm.disconnect_after = 2
-    events = await run(registry, settings(fake))
-    assert deltas_text(events) == "one two "
-    assert_failed(events, "upstream_unavailable", True)
-    assert API_KEY not in caplog.text
-
-
 async def test_a_stream_ending_without_finish_or_done_is_an_error(fake: FakeServices, registry: AgentRegistry) -> None:
     fake.llm.raw_data = ['{"choices": [{"index": 0, "delta": {"content": "partial"}, "finish_reason": null}]}']
     events = await run(registry, settings(fake))
@@ -157,28 +120,6 @@ async def test_a_malformed_stream_is_a_protocol_error(fake: FakeServices, regist
 async def test_an_error_object_inside_the_stream_is_retryable(fake: FakeServices, registry: AgentRegistry) -> None:
     fake.llm.raw_data = ['{"error": {"message": "overloaded"}}']
     assert_failed(await run(registry, settings(fake)), "upstream_error", True)
-
-
-async def test_a_stalled_server_times_out(fake: FakeServices, impatient_registry: AgentRegistry) -> None:
-    fake.llm.stall = True
-    events = await run(impatient_registry, settings(fake))
-    assert_failed(events, "upstream_unavailable", True)
-    assert "timed out" in events[-1].data["message"]
-
-
-async def test_an_unreachable_server_is_retryable(registry: AgentRegistry) -> None:
-    with socket.socket() as sock:  # a port nobody listens on once closed
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    events = await run(registry, {"baseUrl": f"http://127.0.0.1:{port}/v1", "model": "m", "apiKey": API_KEY})
-    assert_failed(events, "upstream_unavailable", True)
-
-
-async def test_invalid_stored_settings_end_in_one_error(registry: AgentRegistry) -> None:
-    events = await run(registry, {"baseUrl": "ftp://example.com", "model": "m", "apiKey": "k"})
-    assert names(events) == ["error"]
-    assert events[0].data["code"] == "agent_misconfigured"
-    assert "settings.baseUrl" in events[0].data["message"]
 
 
 @pytest.mark.parametrize(("settings_", "field"), [

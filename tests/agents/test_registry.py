@@ -10,8 +10,7 @@ from buzzi.agents.http import HttpAgent
 from buzzi.agents.openai import OpenAIAgent
 from buzzi.agents.registry import AgentRegistry
 from buzzi.events import AgentEvent, delta, thinking
-from tests.agents.helpers import assert_one_terminal_last, collect, make_context, names
-from tests.agents.test_bm25 import FAQ
+from tests.support.agent_factories import FAQ, assert_one_terminal_last, collect, make_context, names
 from tests.support.fake_llm import FakeServices
 
 
@@ -30,7 +29,6 @@ def test_runner_by_kind(registry: AgentRegistry) -> None:
     ("faq", {"documents": None}, "settings.documents"),
     ("openai", {"baseUrl": "http://llm.local/v1", "model": "", "apiKey": "k"}, "settings.model"),
     ("http", {"url": "https://bot.example.com", "secret": 7}, "settings.secret"),
-    ("http", [], "settings"),
 ])
 def test_validate_settings_dispatches_and_names_the_field(registry: AgentRegistry, kind: str, settings: object,
                                                           field: str) -> None:

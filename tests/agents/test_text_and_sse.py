@@ -4,6 +4,7 @@ import pytest
 
 from buzzi.agents.sse import SseEvent, SseProtocolError, iter_sse
 from buzzi.agents.text import chunk_text, estimate_tokens
+from buzzi.agents.upstream import parse_json
 
 
 @pytest.mark.parametrize("text", [
@@ -53,3 +54,13 @@ async def test_sse_unterminated_event_is_dropped() -> None:
 async def test_sse_rejects_non_utf8() -> None:
     with pytest.raises(SseProtocolError):
         await parse(b"data: \xff\xfe\n", b"\n")
+
+
+def test_upstream_json_loses_lone_surrogates_and_keeps_pairs() -> None:
+    raw = '{"a": ["\\ud800", {"\\udc00k": "ok \\ud83d\\ude00", "n": 1}], "b": "\\udfff"}'
+    assert parse_json(raw) == {"a": ["\ufffd", {"\ufffdk": "ok \U0001f600", "n": 1}], "b": "\ufffd"}
+    assert parse_json(b'"\\ud800 alone"') == "\ufffd alone"
+    assert parse_json("[1, null]") == [1, None]
+    with pytest.raises(ValueError):
+        parse_json(b"{not json")
+

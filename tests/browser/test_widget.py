@@ -1,4 +1,4 @@
-"""The embeddable widget in real headless Chromium against a real gateway (SPEC §3)."""
+"""The embeddable widget in real headless Chromium against a real gateway (docs/contract.md §3)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ async def test_markup_in_messages_is_shown_as_text(demo_gw, page):
     await expect(page.locator(".msg.assistant[data-id]")).to_have_count(1)  # the answer came and rendered
     # The same payload from a person on the team goes through the same textContent path.
     conversation = (await demo_gw.store.find(Conversation))[0]
-    conversations = demo_gw.gateway.processor.conversations
+    conversations = demo_gw.gateway.conversations
     await conversations.human_reply(conversation, payload, "admin@localhost")
     await expect(page.locator(".msg.human .body")).to_have_text([payload])
     assert await page.locator(".messages img").count() == 0
@@ -76,7 +76,7 @@ async def test_human_takeover_and_reply_show_as_a_person(demo_gw, page):
     await page.goto(demo_gw.base_url + "/demo")
     await wait_for_session(page, *demo_gw.gateway.demo)
     conversation = (await demo_gw.store.find(Conversation))[0]
-    conversations = demo_gw.gateway.processor.conversations
+    conversations = demo_gw.gateway.conversations
 
     await conversations.handover(conversation, "take", "admin")
     await expect(page.locator(".system")).to_have_text(["A person will answer you here shortly."])
@@ -165,7 +165,7 @@ async def test_a_stale_stored_session_is_replaced_by_a_new_one(demo_gw, page):
 
 
 async def test_events_trimmed_while_offline_are_fetched_from_history(make_settings, page):
-    # A log of 3 events per session: a widget that misses more is told to resync (SPEC §3 replay).
+    # A log of 3 events per session: a widget that misses more is told to resync (docs/contract.md §3 replay).
     async with running_gateway(make_settings, chat={"create_demo": True, "retry_ms": 200},
                                broker={"event_log_size": 3}) as gw:
         await page.goto(gw.base_url + "/demo")

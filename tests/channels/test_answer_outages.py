@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from buzzi import processing
 from buzzi.config import Settings
 from tests.support.outage import Outage, broker_down, publishing, store_down, storing_a_reply
 from tests.webhooks.kit import ANSWER, ChannelLab, Signed, channel_lab
@@ -18,10 +17,6 @@ async def lab(make_settings: Callable[..., Settings]) -> AsyncIterator[ChannelLa
     async with channel_lab(make_settings) as running:
         yield running
 
-
-@pytest.fixture(autouse=True)
-def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(processing, "RETRY_BASE_SECONDS", 0.05)
 
 
 

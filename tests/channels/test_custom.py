@@ -1,18 +1,19 @@
-"""Custom channel (Standard Webhooks): W1 vector, replay window, SPEC §2 payloads, signed replies."""
+"""Custom channel (Standard Webhooks): W1 vector, replay window, docs/contract.md §2 payloads, signed replies."""
 
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 
-from buzzi.channels.base import Attachment, CredentialsError, PayloadError, ReplyTarget, SendError, VerificationError
+from buzzi.channels.base import Attachment, CredentialsError, PayloadError, SendError, VerificationError
 from buzzi.channels.custom import CustomAdapter
 from buzzi.channels.outbound import MediaTooLargeError, OutboundHttp, with_retry
 from buzzi.config import load_settings
-from buzzi.models import Conversation, Message
 from buzzi.netguard import NetPolicy
 from buzzi.signing import new_standard_secret, standard_sign
+from tests.support.channel_factories import reply_target
 from tests.support.fake_custom import (
     CALLBACK_PATH,
     NOW,
@@ -37,12 +38,8 @@ def secret() -> str:
     return new_standard_secret()
 
 
-def target(inbound: bool = True, reply_id: str | None = "m_reply") -> ReplyTarget:
-    conversation = Conversation(id="cv_1", company_id="c_1", agent_id="a_1", channel="custom",
-                                external_chat_id="chat-9")
-    message = Message(id="m_in", conversation_id="cv_1", company_id="c_1", agent_id="a_1", role="user",
-                      content="hello", channel="custom", channel_message_id="ext-1") if inbound else None
-    return ReplyTarget(conversation=conversation, in_reply_to=message, reply_id=reply_id)
+target = partial(reply_target, "custom", "chat-9", inbound={"content": "hello", "channel_message_id": "ext-1"},
+                 reply_id="m_reply")
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -66,14 +63,10 @@ def test_secrets_generated_or_validated(adapter):
     assert exc.value.field == "secret"
 
 
-def test_no_handshake(adapter, secret):
-    assert adapter.handshake(custom_webhook(secret), custom_request(b"", secret)) is None
-
-
 # ---------------------------------------------------------------------------- verification
 
 def test_w1_vector():
-    # channels.md §9 W1 (standard-webhooks reference test)
+    # docs/channels.md §9 W1 (standard-webhooks reference test)
     assert standard_sign(W1_SECRET, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}') == (
         "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
 
@@ -92,7 +85,7 @@ async def test_replay_window(adapter, secret):
     for skew in (-301, 301):
         with pytest.raises(VerificationError):
             await adapter.verify(hook, custom_request(body, secret, timestamp=NOW + skew, now=NOW))
-    adapter.replay_window = 30
+    adapter = CustomAdapter(adapter.settings, http=None, replay_window=30)
     with pytest.raises(VerificationError):
         await adapter.verify(hook, custom_request(body, secret, timestamp=NOW - 31, now=NOW))
 
@@ -236,7 +229,7 @@ async def test_unreachable_callback_is_retryable(make_settings, secret):
         async def call():
             nonlocal calls
             calls += 1
-            return await env.adapter.send(hook, target(inbound=False), "hi")
+            return await env.adapter.send(hook, target(inbound=None), "hi")
 
         async def sleep(delay: float) -> None:
             pass

@@ -1,13 +1,15 @@
-"""Instagram adapter: the channels.md §4 sample, Instagram-only variants, the 1000-byte send limit."""
+"""Instagram adapter: the docs/channels.md §4 sample, Instagram-only variants, the 1000-byte send limit."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
-from buzzi.channels.base import CredentialsError, PayloadError, ReplyTarget, SendError
+from buzzi.channels.base import CredentialsError, PayloadError, SendError
 from buzzi.channels.instagram import InstagramAdapter, split_bytes
 from buzzi.config import load_settings
-from buzzi.models import Conversation
+from tests.support.channel_factories import reply_target
 from tests.support.fake_meta import (
     GRAPH_PREFIX,
     Reply,
@@ -29,13 +31,8 @@ def adapter() -> InstagramAdapter:
     return InstagramAdapter(load_settings(env={}).channels, http=None)
 
 
-def webhook():
-    return meta_webhook("instagram", CREDS)
-
-
-def target() -> ReplyTarget:
-    return ReplyTarget(Conversation(id="cv_1", company_id="c_1", agent_id="a_1", channel="instagram",
-                                    external_chat_id="IGSID-1"))
+webhook = partial(meta_webhook, "instagram", CREDS)
+target = partial(reply_target, "instagram", "IGSID-1")
 
 
 def parse(adapter, *events):
@@ -96,7 +93,10 @@ async def test_send_shape_and_byte_split(make_settings):
         first = graph.to(SEND_PATH)[0]
         assert first.headers["authorization"] == "Bearer IGQV-token-abcdef"
         assert first.json() == {"recipient": {"id": "IGSID-1"}, "message": {"text": "hello"}}
-        ids = await adapter.send(webhook(), target(), "ünïcödé wörds " * 70)  # 980 chars, >1000 bytes
+        text = "ünïcödé wörds " * 70  # 980 chars, >1000 bytes
+        parts = adapter.split(text)  # the delivery path sends (and paces) each part on its own
+        assert len(parts) > 1 and " ".join(parts) == text.strip()
+        ids = [i for part in parts for i in await adapter.send(webhook(), target(), part)]
         sent = [r.json()["message"]["text"] for r in graph.to(SEND_PATH)[1:]]
         assert len(ids) == len(sent) > 1 and all(len(t.encode()) <= 1000 for t in sent)
 

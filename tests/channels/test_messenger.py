@@ -1,17 +1,18 @@
-"""Messenger adapter: channels.md §3 doc samples, receipts and echoes, postbacks, send and errors."""
+"""Messenger adapter: docs/channels.md §3 doc samples, receipts and echoes, postbacks, send and errors."""
 
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 
-from buzzi.channels.base import Attachment, CredentialsError, PayloadError, ReplyTarget, SendError, VerificationError
+from buzzi.channels.base import Attachment, CredentialsError, PayloadError, SendError, VerificationError
 from buzzi.channels.messenger import MessengerAdapter
 from buzzi.channels.outbound import MediaTooLargeError, with_retry
 from buzzi.config import load_settings
-from buzzi.models import Conversation
 from buzzi.signing import hub_signature
+from tests.support.channel_factories import reply_target
 from tests.support.fake_meta import (
     APP_SECRET,
     GRAPH_PREFIX,
@@ -34,13 +35,8 @@ def adapter() -> MessengerAdapter:
     return MessengerAdapter(load_settings(env={}).channels, http=None)
 
 
-def webhook():
-    return meta_webhook("messenger", CREDS)
-
-
-def target() -> ReplyTarget:
-    return ReplyTarget(Conversation(id="cv_1", company_id="c_1", agent_id="a_1", channel="messenger",
-                                    external_chat_id="PSID-1", meta={"page_id": "1234567890"}))
+webhook = partial(meta_webhook, "messenger", CREDS)
+target = partial(reply_target, "messenger", "PSID-1", meta={"page_id": "1234567890"})
 
 
 def parse(adapter, *events):

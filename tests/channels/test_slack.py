@@ -1,4 +1,4 @@
-"""SlackAdapter: v0 signatures (vector S1 of channels.md §9), event parsing, and chat.postMessage
+"""SlackAdapter: v0 signatures (vector S1 of docs/channels.md §9), event parsing, and chat.postMessage
 against a local fake Slack API (tests/support/fake_slack.py)."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,12 +19,12 @@ from buzzi.channels.base import (
     ReplyTarget,
     SendError,
     VerificationError,
-    WebhookRequest,
 )
 from buzzi.channels.outbound import OutboundHttp, with_retry
 from buzzi.channels.slack import SlackAdapter
 from buzzi.models import Conversation, Message, Webhook
 from buzzi.signing import slack_signature
+from tests.support.channel_factories import channel_webhook, inbound_request, reply_target
 from tests.support.fake_slack import FakeSlack
 from tests.support.fake_telegram import Answer
 
@@ -54,14 +55,8 @@ async def adapter(make_settings, slack: FakeSlack) -> AsyncIterator[SlackAdapter
     await http.close()
 
 
-def webhook(token: str = BOT_TOKEN, **state: Any) -> Webhook:
-    return Webhook(id="wh_sl", company_id="c1", agent_id="a1", channel="slack", secret=SIGNING_SECRET,
-                   credentials={"botToken": token}, state=state)
-
-
-def request(body: Any, headers: dict[str, str] | None = None, now: float | None = None) -> WebhookRequest:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return WebhookRequest("POST", headers or {}, raw, {}, "3.1.2.3", time.time() if now is None else now)
+webhook = partial(channel_webhook, "slack", secret=SIGNING_SECRET, credentials={"botToken": BOT_TOKEN})
+request = partial(inbound_request, remote_ip="3.1.2.3")
 
 
 def signed(body: bytes, ts: int, secret: str = SIGNING_SECRET) -> dict[str, str]:
@@ -78,11 +73,7 @@ def parse(adapter: SlackAdapter, body: Any, hook: Webhook | None = None):
     return adapter.parse(hook or webhook(), request(body, {"content-type": "application/json"}))
 
 
-def target(channel: str = "C0LAN2Q65", **meta: Any) -> ReplyTarget:
-    conversation = Conversation(id="cv1", company_id="c1", agent_id="a1", channel="slack", external_chat_id=channel)
-    message = Message(id="m1", conversation_id="cv1", company_id="c1", agent_id="a1", role="user", content="hi",
-                      channel="slack", metadata={"channel": meta})
-    return ReplyTarget(conversation, message)
+target = partial(reply_target, "slack", chat_id="C0LAN2Q65", inbound={})
 
 
 # ---- configuration
@@ -241,7 +232,7 @@ def test_ignored_events(adapter: SlackAdapter, event: dict[str, Any]) -> None:
 def test_bot_user_from_webhook_state(adapter: SlackAdapter) -> None:
     body = envelope({"type": "message", "user": "UBOTSTATE", "text": "loop?", "ts": "1.1", "channel": "C1"})
     body.pop("authorizations")
-    assert parse(adapter, body, webhook(botUserId="UBOTSTATE")).ignored == 1
+    assert parse(adapter, body, webhook(state={"botUserId": "UBOTSTATE"})).ignored == 1
     assert len(parse(adapter, body).messages) == 1
 
 
@@ -274,13 +265,14 @@ def test_format_escapes_mrkdwn_control_characters(adapter: SlackAdapter) -> None
 
 
 async def test_send_posts_in_thread(adapter: SlackAdapter, slack: FakeSlack) -> None:
-    ids = await adapter.send(webhook(), target(thread_ts="100.000001"), adapter.format("1 < 2 & 3"))
+    in_thread = target(inbound={"metadata": {"channel": {"thread_ts": "100.000001"}}})
+    ids = await adapter.send(webhook(), in_thread, adapter.format("1 < 2 & 3"))
     assert ids == ["1700000001.000100"]
     [call] = slack.calls("/chat.postMessage")
     assert call.headers["authorization"] == f"Bearer {BOT_TOKEN}"
     assert call.headers["content-type"].startswith("application/json")
     assert call.json == {"channel": "C0LAN2Q65", "text": "1 &lt; 2 &amp; 3", "thread_ts": "100.000001"}
-    await adapter.send(webhook(), target("D1"), "dm")
+    await adapter.send(webhook(), target(chat_id="D1"), "dm")
     assert slack.calls("/chat.postMessage")[1].json == {"channel": "D1", "text": "dm"}
 
 
@@ -299,7 +291,7 @@ async def test_later_top_level_dm_is_not_answered_in_an_old_thread(adapter: Slac
 async def test_replay_window_follows_registry_setting(adapter: SlackAdapter) -> None:
     now = 1_700_000_000
     body = b'{"type":"event_callback"}'
-    adapter.replay_window = 60
+    adapter = SlackAdapter(adapter.settings, adapter.http, replay_window=60)
     with pytest.raises(VerificationError):
         await adapter.verify(webhook(), request(body, signed(body, now - 61), now=now))
     await adapter.verify(webhook(), request(body, signed(body, now - 59), now=now))
@@ -358,7 +350,7 @@ async def test_download_media_refuses_login_page(adapter: SlackAdapter, slack: F
     slack.files["/files-pri/T1-F1/download/a.png"] = b"\x89PNG..."
     att = Attachment(kind="image", mime_type="image/png", url=f"{slack.url}/files-pri/T1-F1/download/a.png")
     with pytest.raises(SendError, match="HTML") as info:
-        await adapter.download_media(webhook("xoxb-no-files-read"), att)
+        await adapter.download_media(webhook(credentials={"botToken": "xoxb-no-files-read"}), att)
     assert not info.value.retryable
 
 

@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import jwt
@@ -24,8 +25,8 @@ from buzzi.channels.base import (
 )
 from buzzi.channels.outbound import OutboundHttp, with_retry
 from buzzi.channels.teams import TeamsAdapter
-from buzzi.models import Conversation, Message, Webhook
 from buzzi.netguard import NetPolicy
+from tests.support.channel_factories import channel_webhook, inbound_request, reply_target
 from tests.support.fake_teams import FakeTeams, SigningKey
 from tests.support.fake_telegram import Answer
 
@@ -53,9 +54,8 @@ async def adapter(make_settings, bf: FakeTeams) -> AsyncIterator[TeamsAdapter]:
     await http.close()
 
 
-def webhook(**credentials: Any) -> Webhook:
-    return Webhook(id="wh_tm", company_id="c1", agent_id="a1", channel="teams",
-                   credentials={"appId": APP_ID, "appPassword": "pw-1", **credentials})
+CREDENTIALS = {"appId": APP_ID, "appPassword": "pw-1"}
+webhook = partial(channel_webhook, "teams", credentials=CREDENTIALS)
 
 
 def activity(bf: FakeTeams, **fields: Any) -> dict[str, Any]:
@@ -70,9 +70,8 @@ def activity(bf: FakeTeams, **fields: Any) -> dict[str, Any]:
 
 
 def request(body: Any, token: str | None = None, scheme: str = "Bearer") -> WebhookRequest:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {"authorization": f"{scheme} {token}"} if token is not None else {}
-    return WebhookRequest("POST", headers, raw, {}, "52.1.2.3", time.time())
+    return inbound_request(body, headers, remote_ip="52.1.2.3")
 
 
 def claims(bf: FakeTeams, **extra: Any) -> dict[str, Any]:
@@ -270,19 +269,17 @@ def test_parse_rejects_malformed(adapter: TeamsAdapter, raw: bytes) -> None:
 
 # ---- sending
 
-def target(adapter: TeamsAdapter, bf: FakeTeams, reply: bool = True) -> ReplyTarget:
+def reply_to_activity(adapter: TeamsAdapter, bf: FakeTeams, reply: bool = True) -> ReplyTarget:
+    """Where a reply goes once the sample activity was parsed and stored as the gateway does."""
     inbound = parse_one(adapter, activity(bf))
-    conversation = Conversation(id="cv1", company_id="c1", agent_id="a1", channel="teams",
-                                external_chat_id=inbound.chat_id,
-                                meta={k: inbound.meta[k] for k in ("service_url", "from", "recipient")})
-    message = Message(id="m1", conversation_id="cv1", company_id="c1", agent_id="a1", role="user",
-                      content=inbound.text, channel="teams", channel_message_id=inbound.message_id,
-                      metadata={"channel": inbound.meta}) if reply else None
-    return ReplyTarget(conversation, message)
+    answered = {"content": inbound.text, "channel_message_id": inbound.message_id,
+                "metadata": {"channel": inbound.meta}}
+    return reply_target("teams", inbound.chat_id, inbound=answered if reply else None,
+                        meta={k: inbound.meta[k] for k in ("service_url", "from", "recipient")})
 
 
 async def test_send_reply_and_token_cache(adapter: TeamsAdapter, bf: FakeTeams) -> None:
-    tgt = target(adapter, bf)
+    tgt = reply_to_activity(adapter, bf)
     ids = await asyncio.gather(*(adapter.send(webhook(), tgt, f"answer {i}") for i in range(3)))
     ids.append(await adapter.send(webhook(), tgt, "later"))
     assert sorted(i for batch in ids for i in batch) == ["reply-1", "reply-2", "reply-3", "reply-4"]
@@ -306,13 +303,13 @@ async def test_send_reply_and_token_cache(adapter: TeamsAdapter, bf: FakeTeams) 
 async def test_token_refetched_near_expiry_and_tenant_url(adapter: TeamsAdapter, bf: FakeTeams) -> None:
     now = [1000.0]
     adapter.clock = lambda: now[0]
-    tgt = target(adapter, bf, reply=False)
-    await adapter.send(webhook(tenantId=TENANT), tgt, "one")
+    tgt = reply_to_activity(adapter, bf, reply=False)
+    await adapter.send(webhook(credentials={**CREDENTIALS, "tenantId": TENANT}), tgt, "one")
     now[0] += 3600 - 301  # still more than 5 minutes left: the cached token is used
-    await adapter.send(webhook(tenantId=TENANT), tgt, "two")
+    await adapter.send(webhook(credentials={**CREDENTIALS, "tenantId": TENANT}), tgt, "two")
     assert len(bf.calls("/oauth2/v2.0/token")) == 1
     now[0] += 2  # within 5 minutes of expiry: refreshed
-    await adapter.send(webhook(tenantId=TENANT), tgt, "three")
+    await adapter.send(webhook(credentials={**CREDENTIALS, "tenantId": TENANT}), tgt, "three")
     calls = bf.calls("/oauth2/v2.0/token")
     assert len(calls) == 2 and calls[0].path == f"/{TENANT}/oauth2/v2.0/token"
     posts = [r for r in bf.requests if "/v3/conversations/" in r.path]
@@ -327,13 +324,13 @@ async def test_send_error_classification(adapter: TeamsAdapter, bf: FakeTeams, s
     bf.script("/activities/1485983408511", Answer(status, {"error": {"code": "Scripted", "message": "x"}},
                                                   headers={"Retry-After": "4"} if status == 429 else {}))
     with pytest.raises(SendError) as info:
-        await adapter.send(webhook(), target(adapter, bf), "hi")
+        await adapter.send(webhook(), reply_to_activity(adapter, bf), "hi")
     assert (info.value.status, info.value.retryable, info.value.code) == (status, retryable, "Scripted")
     assert info.value.retry_after == (4.0 if status == 429 else None)
 
 
 async def test_unauthorised_send_drops_cached_token(adapter: TeamsAdapter, bf: FakeTeams) -> None:
-    tgt = target(adapter, bf)
+    tgt = reply_to_activity(adapter, bf)
     bf.script("/activities/1485983408511", Answer(401, {"error": {"code": "BotNotRegistered"}}))
     with pytest.raises(SendError):
         await adapter.send(webhook(), tgt, "hi")
@@ -344,7 +341,7 @@ async def test_unauthorised_send_drops_cached_token(adapter: TeamsAdapter, bf: F
 async def test_token_refusal_is_permanent(adapter: TeamsAdapter, bf: FakeTeams) -> None:
     bf.script("/oauth2/v2.0/token", Answer(401, {"error": "invalid_client", "error_description": "AADSTS7000215"}))
     with pytest.raises(SendError) as info:
-        await adapter.send(webhook(), target(adapter, bf), "hi")
+        await adapter.send(webhook(), reply_to_activity(adapter, bf), "hi")
     assert not info.value.retryable and info.value.code == "invalid_client" and "pw-1" not in str(info.value)
 
 
@@ -356,14 +353,14 @@ async def test_with_retry_honours_retry_after(adapter: TeamsAdapter, bf: FakeTea
     async def sleep(delay: float) -> None:
         slept.append(delay)
 
-    tgt = target(adapter, bf)
+    tgt = reply_to_activity(adapter, bf)
     assert await with_retry(lambda: adapter.send(webhook(), tgt, "hi"), max_attempts=3, base=1, cap=60,
                             sleep=sleep) == ["reply-1"]
     assert slept[0] == 5 and 0 <= slept[1] <= 2
 
 
 async def test_typing_activity(adapter: TeamsAdapter, bf: FakeTeams) -> None:
-    await adapter.typing(webhook(), target(adapter, bf))
+    await adapter.typing(webhook(), reply_to_activity(adapter, bf))
     [call] = [r for r in bf.requests if "/v3/conversations/" in r.path]
     assert call.path.endswith(f"/v3/conversations/{CONVERSATION}/activities")
     assert call.json["type"] == "typing" and call.json["from"]["id"] == f"28:{APP_ID}"

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import html
-import json
 import re
-import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -15,14 +14,12 @@ from buzzi.channels.base import (
     Attachment,
     CredentialsError,
     PayloadError,
-    ReplyTarget,
     SendError,
     VerificationError,
-    WebhookRequest,
 )
 from buzzi.channels.outbound import MediaTooLargeError, OutboundHttp, with_retry
 from buzzi.channels.telegram import TelegramAdapter
-from buzzi.models import Conversation, Message, Webhook
+from tests.support.channel_factories import channel_webhook, inbound_request, reply_target
 from tests.support.fake_telegram import Answer, FakeTelegram
 
 TOKEN = "123456:ABC-DEF_ghi"
@@ -43,24 +40,9 @@ async def adapter(make_settings, tg: FakeTelegram) -> AsyncIterator[TelegramAdap
     await http.close()
 
 
-def webhook(**state: Any) -> Webhook:
-    return Webhook(id="wh_tg", company_id="c1", agent_id="a1", channel="telegram", secret=SECRET,
-                   credentials={"botToken": TOKEN}, state=state)
-
-
-def request(body: Any, headers: dict[str, str] | None = None) -> WebhookRequest:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return WebhookRequest("POST", headers or {}, raw, {}, "149.154.160.1", time.time())
-
-
-def target(chat_id: str = "1111111", reply_meta: dict[str, Any] | None = None, **conv_meta: Any) -> ReplyTarget:
-    conversation = Conversation(id="cv1", company_id="c1", agent_id="a1", channel="telegram",
-                                external_chat_id=chat_id, meta=conv_meta)
-    message = None
-    if reply_meta is not None:
-        message = Message(id="m1", conversation_id="cv1", company_id="c1", agent_id="a1", role="user",
-                          content="hi", channel="telegram", metadata={"channel": reply_meta})
-    return ReplyTarget(conversation, message)
+webhook = partial(channel_webhook, "telegram", secret=SECRET, credentials={"botToken": TOKEN})
+request = partial(inbound_request, remote_ip="149.154.160.1")
+target = partial(reply_target, "telegram", chat_id="1111111")
 
 
 USER = {"id": 1111111, "is_bot": False, "first_name": "Ann", "last_name": "Lee", "username": "ann"}
@@ -222,7 +204,7 @@ def test_parse_rejects_malformed(adapter: TelegramAdapter, raw: bytes) -> None:
 async def test_send_html_escaped_reply(adapter: TelegramAdapter, tg: FakeTelegram) -> None:
     plain = "if a < b && c > d: use snake_case and *stars* <b>not bold</b>"
     text = adapter.format(plain)
-    ids = await adapter.send(webhook(), target(reply_meta={"message_id": 1365}), text)
+    ids = await adapter.send(webhook(), target(inbound={"metadata": {"channel": {"message_id": 1365}}}), text)
     assert ids == ["501"]
     [call] = tg.calls("sendMessage")
     assert call.path == f"/bot{TOKEN}/sendMessage"
@@ -242,7 +224,7 @@ def test_parse_forum_topic(adapter: TelegramAdapter) -> None:
 
 
 async def test_send_without_reply_keeps_topic(adapter: TelegramAdapter, tg: FakeTelegram) -> None:
-    await adapter.send(webhook(), target("-100200", message_thread_id=7), "hi")
+    await adapter.send(webhook(), target(chat_id="-100200", meta={"message_thread_id": 7}), "hi")
     body = tg.calls("sendMessage")[0].json
     assert body["chat_id"] == -100200 and body["message_thread_id"] == 7 and "reply_parameters" not in body
 
@@ -260,7 +242,7 @@ async def test_send_follows_supergroup_migration(adapter: TelegramAdapter, tg: F
     tg.script("sendMessage", Answer(400, {"ok": False, "error_code": 400, "description": "Bad Request: group chat "
                                           "was upgraded to a supergroup chat", "parameters": {"migrate_to_chat_id":
                                                                                              -1001234}}))
-    assert await adapter.send(webhook(), target("-42"), "hi") == ["501"]
+    assert await adapter.send(webhook(), target(chat_id="-42"), "hi") == ["501"]
     assert [c.json["chat_id"] for c in tg.calls("sendMessage")] == [-42, -1001234]
 
 

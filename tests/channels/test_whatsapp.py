@@ -1,10 +1,11 @@
-"""WhatsApp Cloud API adapter: handshake, signature, parsing of channels.md samples, send, typing,
+"""WhatsApp Cloud API adapter: handshake, signature, parsing of docs/channels.md samples, send, typing,
 error classes and two-step media download against a local fake Graph server."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 
 import pytest
 
@@ -12,15 +13,14 @@ from buzzi.channels.base import (
     Attachment,
     CredentialsError,
     PayloadError,
-    ReplyTarget,
     SendError,
     VerificationError,
 )
 from buzzi.channels.outbound import USER_AGENT, MediaTooLargeError, with_retry
 from buzzi.channels.whatsapp import WhatsAppAdapter
 from buzzi.config import load_settings
-from buzzi.models import Conversation, Message
 from buzzi.signing import hub_signature
+from tests.support.channel_factories import reply_target
 from tests.support.fake_meta import (
     APP_SECRET,
     GRAPH_PREFIX,
@@ -48,18 +48,9 @@ def adapter() -> WhatsAppAdapter:
     return WhatsAppAdapter(load_settings(env={}).channels, http=None)
 
 
-def webhook():
-    return meta_webhook("whatsapp", CREDS)
-
-
-def target(inbound_id: str | None = WAMID) -> ReplyTarget:
-    conversation = Conversation(id="cv_1", company_id="c_1", agent_id="a_1", channel="whatsapp",
-                                external_chat_id="16505551234", meta={"phone_number_id": "106540352242922"})
-    inbound = None
-    if inbound_id:
-        inbound = Message(id="m_in", conversation_id="cv_1", company_id="c_1", agent_id="a_1", role="user",
-                          content="hi", channel="whatsapp", channel_message_id=inbound_id)
-    return ReplyTarget(conversation=conversation, in_reply_to=inbound)
+webhook = partial(meta_webhook, "whatsapp", CREDS)
+target = partial(reply_target, "whatsapp", "16505551234", meta={"phone_number_id": "106540352242922"},
+                 inbound={"channel_message_id": WAMID})
 
 
 class RecordedSleep:
@@ -109,7 +100,7 @@ def test_handshake_echoes_challenge_only_for_the_right_token(adapter):
 # ---------------------------------------------------------------------------- signature
 
 def test_g1_vector():
-    # channels.md §9 G1 (GitHub's published X-Hub-Signature-256 example)
+    # docs/channels.md §9 G1 (GitHub's published X-Hub-Signature-256 example)
     assert hub_signature("It's a Secret to Everybody", b"Hello, World!") == (
         "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17")
 
@@ -278,7 +269,7 @@ async def test_send_request_shape(make_settings):
 async def test_send_without_inbound_message_has_no_context(make_settings):
     async with adapter_on_server(WhatsAppAdapter, make_settings) as (adapter, graph):
         graph.always("POST", SEND_PATH, Reply(200, {"messages": [{"id": "wamid.OUT"}]}))
-        await adapter.send(webhook(), target(inbound_id=None), "hi")
+        await adapter.send(webhook(), target(inbound=None), "hi")
         assert "context" not in graph.to(SEND_PATH)[0].json()
 
 
@@ -288,7 +279,7 @@ async def test_typing_marks_read_with_indicator_and_swallows_errors(make_setting
                      Reply(400, {"error": {"code": 100, "message": "bad"}}))
         await adapter.typing(webhook(), target())
         await adapter.typing(webhook(), target())  # a 400 must not raise
-        await adapter.typing(webhook(), target(inbound_id=None))  # nothing to mark: no call
+        await adapter.typing(webhook(), target(inbound=None))  # nothing to mark: no call
         calls = graph.to(SEND_PATH)
         assert len(calls) == 2
         assert calls[0].json() == {"messaging_product": "whatsapp", "status": "read", "message_id": WAMID,

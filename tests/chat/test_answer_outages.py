@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from buzzi import processing
 from buzzi.config import Settings
 from buzzi.models import Agent, Message
 from tests.chat.conftest import create_faq_agent, new_session
@@ -22,8 +21,8 @@ QUESTION = "What are your opening hours?"
 
 @pytest.fixture
 async def gw(make_settings: Callable[..., Settings]) -> AsyncIterator[RunningGateway]:
-    # A retry is claimed again by the inbox poll: keep it short so the tests do not wait on it.
-    async with running_gateway(make_settings, inbox={"poll_seconds": 0.05}) as running:
+    # A retry is claimed again by the inbox poll after its backoff: keep both short.
+    async with running_gateway(make_settings, inbox={"poll_seconds": 0.05, "retry_base_seconds": 0.05}) as running:
         yield running
 
 
@@ -31,10 +30,6 @@ async def gw(make_settings: Callable[..., Settings]) -> AsyncIterator[RunningGat
 async def faq_agent(gw: RunningGateway) -> Agent:
     return await create_faq_agent(gw)
 
-
-@pytest.fixture(autouse=True)
-def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(processing, "RETRY_BASE_SECONDS", 0.05)
 
 
 async def ask(gw: RunningGateway, agent: Agent) -> list[SseEvent]:

@@ -1,4 +1,4 @@
-"""Sessions, validation, CORS, resume and rate limits of the chat API (SPEC §3)."""
+"""Sessions, validation, CORS, resume and rate limits of the chat API (docs/contract.md §3)."""
 
 from __future__ import annotations
 
@@ -70,19 +70,19 @@ async def test_unknown_session_is_401(gw):
         assert (status, body) == (401, {"error": "Invalid session"}), path
 
 
-async def test_session_resumes_from_store_after_ttl_within_24h(gw, faq_agent):
-    sid = (await new_session(gw, faq_agent))["sessionId"]
-    # Drop the cached session as if its TTL passed: the store still knows the conversation.
-    await gw.gateway.broker.kv_delete(f"chat:{sha256_hex(sid)}")
-    status, _, _ = await gw.request("GET", f"/api/chat/{sid}/messages")
-    assert status == 200
-    # A conversation idle for more than 24 h cannot be resumed.
-    conversation = await gw.store.find_one(Conversation, session_hash=sha256_hex(sid))
-    old = clock.now() - 25 * 3600
-    await gw.store.update(Conversation, conversation.id, {"last_message_at": old, "created_at": old})
-    await gw.gateway.broker.kv_delete(f"chat:{sha256_hex(sid)}")
-    status, body, _ = await gw.request("GET", f"/api/chat/{sid}/messages")
-    assert (status, body) == (401, {"error": "Invalid session"})
+async def test_session_resumes_from_store_after_ttl_within_24h(make_settings):
+    async with running_gateway(make_settings, chat={"session_ttl_seconds": 1}) as gw:
+        sid = (await new_session(gw, await create_faq_agent(gw)))["sessionId"]
+        await asyncio.sleep(1.2)  # the cached session expires: the store still knows the conversation
+        status, _, _ = await gw.request("GET", f"/api/chat/{sid}/messages")
+        assert status == 200
+        # A conversation idle for more than 24 h cannot be resumed.
+        conversation = await gw.store.find_one(Conversation, session_hash=sha256_hex(sid))
+        old = clock.now() - 25 * 3600
+        await gw.store.update(Conversation, conversation.id, {"last_message_at": old, "created_at": old})
+        await asyncio.sleep(1.2)
+        status, body, _ = await gw.request("GET", f"/api/chat/{sid}/messages")
+        assert (status, body) == (401, {"error": "Invalid session"})
 
 
 async def test_session_rate_limit_is_atomic(gw, faq_agent):

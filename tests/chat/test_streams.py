@@ -107,7 +107,7 @@ async def test_handover_keeps_the_bot_silent_until_released(gw, faq_agent):
     message = await wait_for_state(gw, conversation.id, "Opening hours?", "skipped")
     assert message.state == "skipped"
     assert await gw.store.count(Message, conversation_id=conversation.id, role="assistant") == 0
-    await gw.gateway.processor.conversations.handover(conversation, "release", "admin@localhost")
+    await gw.gateway.conversations.handover(conversation, "release", "admin@localhost")
     answered = await ask(gw, sid, "What are your opening hours?")
     assert answered[-1].event == "complete"
 

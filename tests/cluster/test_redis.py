@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import redis.asyncio as aioredis
 
+from buzzi.chat import conversation_stream
+from buzzi.models import Conversation
 from tests.cluster.conftest import (
     READ_TIMEOUT,
     answer_text,
@@ -49,9 +52,12 @@ async def test_open_stream_gets_answers_after_redis_restarts_empty(make_cluster,
         assert after[-1].event == "complete", after
         assert "Monday" in after[-1].data["content"]
         assert answer_text(after) == after[-1].data["content"]
-        # Redis counts the stream's ids from 1 again; the node noticed and sent the new log whole.
+        # The new log's ids continue above the old one's (a new epoch): the client sees them grow and
+        # gets the new log whole, from its first event on.
         assert_consecutive(after)
-        assert int(after[0].id) == 1
+        conversation = await store.find_one(Conversation, agent_id=agent.id)
+        epoch = await log_epoch(cluster.redis.url, conversation_stream(conversation.id))
+        assert int(after[0].id) == epoch + 1 > int(before[-1].id)
         # Resuming by the new ids works from any node, as before the restart.
         resumed = await stream_events(http, b, sid, after[1].id)
         assert [(e.id, e.event, e.data) for e in resumed] == [(e.id, e.event, e.data) for e in after[2:]]
@@ -66,3 +72,12 @@ async def test_node_without_its_broker_exits_with_an_error_naming_it(make_cluste
     log = node.log()
     assert "cannot start" in log and f"Redis broker at {dead} is unreachable" in log
     assert "Traceback" not in log
+
+
+async def log_epoch(redis_url: str, stream: str) -> int:
+    """The epoch of the stream's current log, read behind the broker."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return int(await client.hget(f"buzzi:{{{stream}}}:head", "epoch"))
+    finally:
+        await client.aclose()

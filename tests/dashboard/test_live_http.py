@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from buzzi.models import Conversation, Message
-from handlers.dashboard_live import open_streams
 from tests.admin.helpers import call, company_admin, create_agent, create_company
 from tests.dashboard.client import DashboardClient
 from tests.support.gateway import RunningGateway
@@ -191,9 +190,9 @@ async def test_conversation_events_follow_the_chat_takeover_and_replies(gw: Runn
         assert stored.data["author"] == "admin@localhost"
 
         assert gw.gateway.broker.registry.by_stream.get(stream)
-        assert len(open_streams(gw.gateway)) == 1
+        assert len(gw.gateway.admin_streams) == 1
     # The client went away: the endpoint ends and leaves no subscription behind.
-    await wait_until(lambda: not open_streams(gw.gateway) and stream not in gw.gateway.broker.registry.by_stream)
+    await wait_until(lambda: not gw.gateway.admin_streams and stream not in gw.gateway.broker.registry.by_stream)
 
 
 async def test_conversation_events_end_when_the_conversation_is_deleted(gw: RunningGateway,
@@ -208,7 +207,7 @@ async def test_conversation_events_end_when_the_conversation_is_deleted(gw: Runn
         async with asyncio.timeout(10):
             async for _ in events:
                 pass
-    await wait_until(lambda: not open_streams(gw.gateway))
+    await wait_until(lambda: not gw.gateway.admin_streams)
 
 
 async def test_sessions_events_show_live_sessions_by_tenant(gw: RunningGateway, owner: DashboardClient,
@@ -246,7 +245,7 @@ async def test_sessions_events_show_live_sessions_by_tenant(gw: RunningGateway, 
             widgets[0].close()  # the customer closes the chat: the next snapshot drops the session
             gone = await next_event(events, lambda e: e.event == "snapshot" and not has(e, mine["conversationId"]))
             assert has(gone, theirs["conversationId"])
-    await wait_until(lambda: not open_streams(gw.gateway))
+    await wait_until(lambda: not gw.gateway.admin_streams)
 
     page = await ann.get("/admin/sessions")
     assert page.status == 200 and "Live sessions" in page.text
@@ -280,11 +279,28 @@ async def test_live_streams_end_when_the_node_drains(gw: RunningGateway, owner: 
             sse(owner, "/admin/sessions/events") as (_, session_events):
         await next_event(conv_events, lambda e: e.event == "conversation")
         await next_event(session_events, lambda e: e.event == "snapshot")
-        assert len(open_streams(gw.gateway)) == 2
+        assert len(gw.gateway.admin_streams) == 2
         await gw.gateway.drain()
         async with asyncio.timeout(10):
             async for _ in conv_events:
                 pass
             async for _ in session_events:
                 pass
-    await wait_until(lambda: not open_streams(gw.gateway))
+    await wait_until(lambda: not gw.gateway.admin_streams)
+
+
+async def test_a_lone_surrogate_in_a_stream_event_does_not_end_the_live_stream(gw: RunningGateway,
+                                                                             owner: DashboardClient) -> None:
+    """Agents and channels can publish text that is not valid Unicode; the event reaches the page
+    escaped, and the stream carries on with the next one."""
+    token = await gw.login()
+    _, _, session = await web_chat(gw, token, "Acme")
+    conv_id = session["conversationId"]
+    async with sse(owner, f"/admin/conversations/{conv_id}/events") as (_, events):
+        await next_event(events, lambda e: e.event == "conversation")
+        await gw.gateway.broker.publish(f"conv:{conv_id}", "delta", {"content": "broken \ud800 text"})
+        await gw.gateway.broker.publish(f"conv:{conv_id}", "delta", {"content": "still here"})
+        broken = await next_event(events, lambda e: e.event == "delta")
+        assert broken.data == {"content": "broken \ud800 text"}
+        after = await next_event(events, lambda e: e.event == "delta")
+        assert after.data == {"content": "still here"}

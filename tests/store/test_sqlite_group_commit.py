@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +15,13 @@ from buzzi.crypto import SecretBox
 from buzzi.models import Company, Message
 from buzzi.store import DuplicateKey
 from buzzi.store.sqlite import SQLiteStore
-from tests.store.factories import message
+from tests.support.stores import conversation, message
 from tests.support.waiting import wait_until
 
 
 @pytest.fixture
-async def sqlite(tmp_path: Path, box: SecretBox) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "store.sqlite3", box)
-    await store.open()
-    yield store
-    await store.close()
+async def sqlite(sqlite_store: SQLiteStore) -> SQLiteStore:
+    return sqlite_store
 
 
 async def _hold(store: SQLiteStore) -> tuple[threading.Event, asyncio.Future[Any]]:
@@ -110,3 +107,12 @@ async def test_close_finishes_the_calls_already_queued(sqlite: SQLiteStore, tmp_
         assert await reopened.count(Company) == 5
     finally:
         await reopened.close()
+
+
+async def test_an_intake_is_one_call_in_one_transaction(sqlite: SQLiteStore) -> None:
+    before = sqlite.batching
+    stored = await sqlite.ingest_message(conversation("wh_1:chat"), message(dedupe_key="wh_1:m-1"))
+    after = sqlite.batching
+    assert stored is not None
+    assert (after.calls - before.calls, after.commits - before.commits) == (1, 1)
+

@@ -113,7 +113,7 @@ class Node:
         self.proc.wait(timeout=10)
 
     def terminate(self) -> None:
-        """SIGTERM: the graceful shutdown of SPEC §5 starts; use `wait_exit` for the outcome."""
+        """SIGTERM: the graceful shutdown of docs/contract.md §5 starts; use `wait_exit` for the outcome."""
         if self.running:
             self.proc.send_signal(signal.SIGTERM)
 

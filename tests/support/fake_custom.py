@@ -9,6 +9,7 @@ from typing import Any
 from buzzi.channels.base import WebhookRequest
 from buzzi.models import Webhook
 from buzzi.signing import standard_headers, standard_verify
+from tests.support.channel_factories import channel_webhook, inbound_request
 from tests.support.fake_meta import Recorded, Reply, ScriptedServer
 
 CALLBACK_PATH = "/hooks/buzzi"
@@ -19,12 +20,11 @@ __all__ = ["CALLBACK_PATH", "NOW", "Reply", "ScriptedServer", "custom_request", 
 
 
 def custom_webhook(secret: str, callback_url: str = "http://127.0.0.1:9/hooks") -> Webhook:
-    return Webhook(id="wh_custom", company_id="c_1", agent_id="a_1", channel="custom", secret=secret,
-                   credentials={"callbackUrl": callback_url})
+    return channel_webhook("custom", secret=secret, credentials={"callbackUrl": callback_url})
 
 
 def message_created(**data: Any) -> bytes:
-    """A SPEC §2 message.created body; `data` overrides the defaults (None removes a key)."""
+    """A docs/contract.md §2 message.created body; `data` overrides the defaults (None removes a key)."""
     fields: dict[str, Any] = {"message_id": "ext-1", "chat_id": "chat-9", "sender": {"id": "u-7", "name": "Ada"},
                               "text": "hello"}
     fields.update(data)
@@ -38,7 +38,7 @@ def custom_request(body: bytes, secret: str, *, msg_id: str = "msg_1", timestamp
     headers = {k.lower(): v for k, v in standard_headers(secret, msg_id, timestamp, body).items()}
     if signature is not None:
         headers["webhook-signature"] = signature
-    return WebhookRequest(method="POST", headers=headers, body=body, query={}, remote_ip="127.0.0.1", now=now)
+    return inbound_request(body, headers, now=now)
 
 
 def delivery_is_signed(recorded: Recorded, secret: str, now: float, tolerance: float = 300) -> bool:

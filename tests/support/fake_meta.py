@@ -1,5 +1,5 @@
 """A scripted local HTTP server standing in for the Graph API (and, through fake_custom, for a
-custom channel's callback receiver), plus signed-request builders and channels.md's sample
+custom channel's callback receiver), plus signed-request builders and docs/channels.md's sample
 payloads as raw bytes.
 
 The server listens on 127.0.0.1 port 0, records every request, and answers from a per-route
@@ -22,6 +22,7 @@ from buzzi.channels.outbound import OutboundHttp
 from buzzi.models import Webhook
 from buzzi.netguard import NetPolicy
 from buzzi.signing import hub_signature
+from tests.support.channel_factories import channel_webhook, inbound_request
 
 APP_SECRET = "meta-app-secret-0123456789"
 VERIFY_TOKEN = "verify-token-abc"
@@ -125,21 +126,18 @@ async def adapter_on_server(adapter_cls: type[ChannelAdapter], make_settings: An
 
 def meta_webhook(channel: str, credentials: dict[str, Any], secret: str = APP_SECRET,
                  verify_token: str = VERIFY_TOKEN) -> Webhook:
-    return Webhook(id=f"wh_{channel}", company_id="c_1", agent_id="a_1", channel=channel,
-                   secret=secret, verify_token=verify_token, credentials=credentials)
+    return channel_webhook(channel, secret=secret, verify_token=verify_token, credentials=credentials)
 
 
 def signed_request(body: bytes, secret: str = APP_SECRET, *, signature: str | None = None) -> WebhookRequest:
     """A POST as Meta sends it: X-Hub-Signature-256 over exactly these bytes."""
     headers = {"content-type": "application/json",
                "x-hub-signature-256": signature if signature is not None else hub_signature(secret, body)}
-    return WebhookRequest(method="POST", headers=headers, body=body, query={}, remote_ip="127.0.0.1",
-                          now=1_750_000_000.0)
+    return inbound_request(body, headers, now=1_750_000_000.0)
 
 
 def handshake_request(query: dict[str, str]) -> WebhookRequest:
-    return WebhookRequest(method="GET", headers={}, body=b"", query=query, remote_ip="127.0.0.1",
-                          now=1_750_000_000.0)
+    return inbound_request(b"", method="GET", query=query, now=1_750_000_000.0)
 
 
 def wa_envelope(*values: dict[str, Any]) -> bytes:
@@ -158,7 +156,7 @@ def wa_message(item: dict[str, Any]) -> bytes:
     return wa_envelope({"metadata": WA_METADATA, "contacts": [WA_CONTACT], "messages": [item]})
 
 
-# channels.md §2.1, WhatsApp text (doc sample), byte for byte.
+# docs/channels.md §2.1, WhatsApp text (doc sample), byte for byte.
 WA_TEXT_SAMPLE = b"""{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"value":{
  "messaging_product":"whatsapp",
  "metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},
@@ -167,7 +165,7 @@ WA_TEXT_SAMPLE = b"""{"object":"whatsapp_business_account","entry":[{"id":"10229
    "timestamp":"1749416383","type":"text","text":{"body":"Does it come in another color?"}}]},
  "field":"messages"}]}]}"""
 
-# channels.md §2.1, status receipt (doc sample).
+# docs/channels.md §2.1, status receipt (doc sample).
 WA_STATUS_SAMPLE = b"""{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"value":{
  "messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},
  "statuses":[{"id":"wamid.HBgL\xe2\x80\xa6","status":"failed","timestamp":"1751142888","recipient_id":"16505551234",
@@ -176,7 +174,7 @@ WA_STATUS_SAMPLE = b"""{"object":"whatsapp_business_account","entry":[{"id":"102
    "error_data":{"details":"In order to maintain a healthy ecosystem engagement, the message failed to be delivered."},
    "href":"/documentation/business-messaging/whatsapp/support/error-codes"}]}]},"field":"messages"}]}]}"""
 
-# channels.md §3.1, Messenger events (doc samples) in the page envelope.
+# docs/channels.md §3.1, Messenger events (doc samples) in the page envelope.
 MESSENGER_EVENTS = {
     "quick_reply": {"sender": {"id": "<PSID>"}, "recipient": {"id": "<PAGE_ID>"}, "timestamp": 1458692752478,
                     "message": {"mid": "mid.1457764197618:41d102a3e1ae206a38", "text": "hello, world!",

@@ -20,7 +20,7 @@ class FakeSlack(FakeApi):
     def default(self, request: Recorded) -> Answer:
         if request.path in self.files:
             if request.headers.get("authorization") != f"Bearer {self.bot_token}":
-                # What Slack does without a valid token: a login page, HTTP 200 (channels.md §10.13).
+                # What Slack does without a valid token: a login page, HTTP 200 (docs/channels.md §10.13).
                 return Answer(body=b"<html><body>Sign in</body></html>", content_type="text/html; charset=utf-8")
             return Answer(body=self.files[request.path], content_type="image/png")
         if request.path.endswith("/chat.postMessage"):

@@ -98,7 +98,7 @@ class ChannelLab:
         self._seq += 1
         return self._seq
 
-    # ---- signed requests, shaped like channels.md's samples
+    # ---- signed requests, shaped like docs/channels.md's samples
     def sign(self, channel: str, body: bytes, message_id: str = "", *, timestamp: int | None = None) -> Signed:
         now = int(time.time()) if timestamp is None else timestamp
         headers = {"Content-Type": "application/json"}
@@ -205,7 +205,7 @@ class ChannelLab:
 
 def meta_wire(body: bytes) -> bytes:
     """Meta's wire form: non-ASCII as lowercase \\uXXXX escapes (json.dumps' default) and '@' and '/'
-    escaped too (channels.md §1.2); the signature covers exactly these bytes."""
+    escaped too (docs/channels.md §1.2); the signature covers exactly these bytes."""
     return body.replace(b"@", b"\\u0040").replace(b"/", b"\\/")
 
 
@@ -312,7 +312,8 @@ async def channel_lab(make_settings: Callable[..., Settings], **sections: dict[s
                     "teams_openid_url": teams.openid_url, "teams_token_url": teams.token_url,
                     "send_backoff_base_seconds": 0.01, "send_backoff_max_seconds": 0.05,
                     **sections.pop("channels", {})}
-        inbox = {"poll_seconds": 0.05, **sections.pop("inbox", {})}
+        # Retries are claimed again by the poll after their backoff: keep both short.
+        inbox = {"poll_seconds": 0.05, "retry_base_seconds": 0.05, **sections.pop("inbox", {})}
         async with running_gateway(make_settings, channels=channels, inbox=inbox, **sections) as gw:
             company = await gw.store.add(Company(id="c_lab", name="Lab Co"))
             agent = await gw.store.add(Agent(id="a_lab", company_id=company.id, name="FAQ", kind="faq",

@@ -6,10 +6,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-import pytest
 from aiohttp import web
 
-from buzzi import processing
 from buzzi.models import Agent, Message
 from buzzi.signing import new_standard_secret
 from tests.support.local_server import serve_app
@@ -34,10 +32,6 @@ async def company_service(statuses: list[int]) -> AsyncIterator[tuple[str, list[
     async with serve_app(app) as port:
         yield f"http://127.0.0.1:{port}/agent", seen
 
-
-@pytest.fixture(autouse=True)
-def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(processing, "RETRY_BASE_SECONDS", 0.05)
 
 
 async def use_http_agent(lab: ChannelLab, url: str) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
+from buzzi import clock
 from buzzi.models import Message
 from tests.support.fake_meta import WA_CONTACT, WA_METADATA, Reply, wa_envelope
 from tests.support.fake_telegram import Answer
@@ -37,10 +39,29 @@ async def test_duplicate_storm_stores_and_answers_once(lab: ChannelLab, channel:
     assert outcomes == ["duplicate"] * 6 + ["ok"]
 
 
+async def test_intake_dedupes_and_keeps_one_conversation_per_chat(lab_on_each_store: ChannelLab) -> None:
+    lab = lab_on_each_store
+    first = lab.message("custom", ident="1")
+    answers = await asyncio.gather(*(lab.post("custom", first) for _ in range(4)))
+    assert sorted(body["status"] for _, body, _ in answers) == ["duplicate"] * 3 + ["ok"]
+    await lab.replies("custom")
+
+    # The same chat again, the sender's name changed meanwhile: merged into the one conversation.
+    later = {"type": "message.created", "timestamp": clock.iso(time.time()),
+             "data": {"message_id": "ext-2", "chat_id": "chat-9", "sender": {"id": "u-7", "name": "Ada L."},
+                      "text": "And in green?"}}
+    assert (await lab.post("custom", lab.sign("custom", json.dumps(later).encode(), "ext-2")))[0] == 200
+    await lab.replies("custom", 2)
+    await lab.settled("custom")
+    conversation = await lab.conversation("custom")
+    assert conversation.customer == {"id": "u-7", "name": "Ada L."}
+    assert conversation.message_count == len(await lab.messages("custom")) == 4  # two questions, two answers
+
+
 @pytest.mark.parametrize("channel", CHANNELS)
 async def test_non_ascii_is_verified_and_kept_intact(lab: ChannelLab, channel: str) -> None:
     signed = lab.message(channel, TEXT)
-    if channel in META:  # Meta signs its escaped-unicode form (channels.md §1.2)
+    if channel in META:  # Meta signs its escaped-unicode form (docs/channels.md §1.2)
         assert b"\\ud83c\\udf89" in signed.body and b"\\u0040" in signed.body
         decoded = json.dumps(json.loads(signed.body), ensure_ascii=False).encode()
         assert (await lab.post(channel, type(signed)(decoded, signed.headers, "")))[0] == 401
@@ -139,7 +160,7 @@ async def test_taken_over_conversation_gets_no_bot_reply_but_the_human_reply(lab
     await lab.post(channel, lab.message(channel))
     await lab.replies(channel)
     conversation = await lab.conversation(channel)
-    conversations = lab.gw.gateway.processor.conversations
+    conversations = lab.gw.gateway.conversations
     await conversations.handover(conversation, "take", "admin")
 
     await lab.post(channel, lab.message(channel, "Is anyone there?"))

@@ -79,7 +79,7 @@ async def test_whatsapp_two_step_download_lands_in_the_store(small_lab: ChannelL
     assert (media.size, media.mime_type, media.sha256) == (len(PICTURE), "image/jpeg", digest)
     (message,) = await lab.messages("whatsapp", role="user")
     assert media.message_id == message.id and media.conversation_id == message.conversation_id
-    # step 2 carries the same token and a User-Agent (channels.md §2.4)
+    # step 2 carries the same token and a User-Agent (docs/channels.md §2.4)
     (fetch,) = lab.graph.to("/cdn/image.jpg")
     assert fetch.headers["authorization"] == f"Bearer {TOKENS['whatsapp']}" and fetch.headers["user-agent"]
     await lab.replies("whatsapp")  # the caption is still answered

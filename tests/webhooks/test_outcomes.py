@@ -1,4 +1,4 @@
-"""SPEC §2's outcomes table, row by row, over real HTTP: each rejection answers the contract's
+"""docs/contract.md §2's outcomes table, row by row, over real HTTP: each rejection answers the contract's
 status and body, and nothing is stored or answered unless the row says so."""
 
 from __future__ import annotations

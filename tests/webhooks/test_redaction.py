@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from buzzi.webhooks import redact_body, redact_headers
+from buzzi.delivery_log import redact_body, redact_headers
 
 
 @pytest.mark.parametrize("key", ["token", "access_token", "client_secret", "appPassword", "password", "apiKey",

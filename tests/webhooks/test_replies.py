@@ -32,7 +32,7 @@ SECRET_HEADERS = ("x-hub-signature-256", "x-telegram-bot-api-secret-token", "x-s
 
 
 def assert_target(lab: ChannelLab, channel: str, sent: dict, inbound_id: str) -> None:
-    """The reply goes where the channel expects it (channels.md, per channel 'Outbound')."""
+    """The reply goes where the channel expects it (docs/channels.md, per channel 'Outbound')."""
     if channel == "whatsapp":
         assert sent["to"] == WA_USER and sent["messaging_product"] == "whatsapp"
         assert sent["context"] == {"message_id": inbound_id}  # quotes the message it answers

@@ -1,11 +1,15 @@
-"""Domain objects with sensible defaults, so each test states only what it is about."""
+"""What the store tests share: domain objects with sensible defaults, so each test states only
+what it is about, and the check that a store which cannot reach its backend says so."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from buzzi import ids
-from buzzi.models import PENDING, Conversation, Message, User, Webhook, WebhookEvent
+from buzzi.models import PENDING, Company, Conversation, Message, User, Webhook, WebhookEvent
+from buzzi.store import Store, StoreUnavailable
 
 
 def user(email: str, **kw: Any) -> User:
@@ -34,3 +38,14 @@ def event(webhook_id: str | None, received_at: float, **kw: Any) -> WebhookEvent
         id=ids.new_id("webhook_event"), webhook_id=webhook_id, company_id="c_1", channel="telegram",
         outcome="ok", status_code=200, latency_ms=1.0, received_at=received_at, **kw,
     )
+
+
+async def assert_unavailable(store: Store) -> None:
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+    with pytest.raises(StoreUnavailable):
+        await store.add(Company(id="c_new", name="New"))
+    with pytest.raises(StoreUnavailable):
+        await store.get(Company, "c_1")
+    with pytest.raises(StoreUnavailable):
+        await store.claim_next_message("node-a", 60)

@@ -1,61 +1,35 @@
-"""The dashboard's shell: cookie session, CSRF, security headers and page rendering.
+"""The dashboard's shell: cookie session, CSRF, security headers, page rendering and errors as pages.
 
-Note for page authors (e.g. handlers/dashboard_live.py):
+A page subclasses `DashboardHandler`, sets `nav` (the highlighted top-bar entry) and calls
+`self.render_page("x.html", title=..., **ctx)` with a template that extends "base.html" (blocks: title,
+content, scripts). Templates get `principal`, `csrf_token`, `csrf_field()`, `nav`, `flash`, `error`,
+`errors`, `short_time()`, `channel_names` and `static_url()`. No inline <script>: the CSP forbids it.
 
-    from handlers.dashboard_shell import DashboardHandler
-
-    class ConversationsPage(DashboardHandler):
-        nav = "conversations"                      # highlights the top-bar entry
-
-        async def get(self) -> None:
-            found = await self.admin.conversations.list(self.principal, {...})
-            self.render_page("conversations.html", title="Conversations", conversations=found)
-
-        async def post(self) -> None:              # CSRF was already checked in prepare()
-            ...
-            self.redirect_to("/admin/conversations", flash="saved")
-
-- `self.principal` (buzzi.auth.Principal) is set before any get/post runs; without a valid session
-  a GET is redirected to /admin/login and anything else answers 401.
+- `self.principal` is set before any get/post runs; without a valid session a GET is redirected to
+  the login page and anything else answers 401.
 - Every POST/PUT/PATCH/DELETE must carry the session's CSRF token: the hidden form field
-  `{{ csrf_field() }}` (renders `<input type="hidden" name="_csrf" ...>`) or an `X-CSRF-Token` header
-  (static/admin.js `Buzzi.post(url, data)` adds it from `<meta name="csrf-token">`).
-- `self.admin` is the buzzi.admin services; raise/let through buzzi.admin errors: NotFound renders
-  the 404 page, Forbidden 403, other AdminErrors their status with the message.
-- Templates extend "base.html" (blocks: title, content, scripts) and get `principal`, `csrf_token`,
-  `csrf_field()`, `nav`, `flash`, `error`, `static_url()` automatically. No inline <script>: the CSP
-  forbids it, put JS in static/*.js and include it in the `scripts` block.
+  `{{ csrf_field() }}` or an `X-CSRF-Token` header (static/admin.js and live.js add it).
+- `self.admin` is the buzzi.admin services; their ServiceErrors become error pages (write_error), or
+  JSON for a request that asked for JSON (live.js).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import secrets
 import urllib.parse
-import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tornado.web
 from markupsafe import Markup, escape
 
 from buzzi import clock
-from buzzi.admin import AdminError, AdminServices
-from buzzi.admin.errors import Throttled, Unauthorized
+from buzzi.admin import AdminServices
 from buzzi.auth import Principal
-from buzzi.broker.base import BrokerUnavailable
-from buzzi.crypto import derive_key, sha256_hex
-from buzzi.runtime import resolve_secret_key
-from buzzi.store.base import StoreUnavailable
-from handlers.admin_api import services
-from handlers.base import BaseHandler
+from buzzi.errors import ServiceError, Throttled, Unauthorized, Unavailable
+from handlers.base import BaseHandler, service_error
 from handlers.templating import render
-
-if TYPE_CHECKING:
-    from buzzi.runtime import Gateway
-
-log = logging.getLogger("buzzi.dashboard")
 
 SESSION_COOKIE = "buzzi_admin"
 LOGIN_CSRF_COOKIE = "buzzi_login_csrf"
@@ -65,6 +39,7 @@ CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 LOGIN_URL = "/admin/login"
 HOME_URL = "/admin/companies"
+ID = r"([A-Za-z0-9_\-]{1,100})"
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -76,26 +51,29 @@ FLASH = {
     "disabled": "Webhook disabled.", "logged-out": "You are logged out.", "taken": "You took over the conversation.",
     "released": "The conversation is back with the agent.", "sent": "Sent.",
 }
-
-_csrf_keys: weakref.WeakKeyDictionary[Gateway, bytes] = weakref.WeakKeyDictionary()
-
-
-def csrf_key(gateway: Gateway) -> bytes:
-    """A key of its own for CSRF tokens, derived from the gateway's secret key."""
-    found = _csrf_keys.get(gateway)
-    if found is None:
-        found = _csrf_keys[gateway] = derive_key(resolve_secret_key(gateway.settings), "dashboard-csrf")
-    return found
+ERROR_PAGES = {401: "Please log in", 403: "Forbidden", 404: "Page not found", 405: "Method not allowed",
+               500: "Something went wrong"}
+UNAVAILABLE = "The gateway's storage is unavailable right now. Please try again shortly."
 
 
-def csrf_for(gateway: Gateway, session: str) -> str:
+def csrf_for(key: bytes, session: str) -> str:
     """The CSRF token of a session: an HMAC of the session cookie, so nothing is stored and a
     new login gets a new token."""
-    return hmac.new(csrf_key(gateway), session.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, session.encode(), hashlib.sha256).hexdigest()
 
 
-def _revoked_key(session: str) -> str:
-    return f"dash-logout:{sha256_hex(session)[:40]}"
+def short_time(iso: str | None) -> str:
+    """"2026-11-27 00:02:09 UTC" from the views' ISO-8601 times; live.js formats the same way."""
+    return f"{iso.replace('T', ' ')[:19]} UTC" if iso else ""
+
+
+def error_message(error: ServiceError) -> str:
+    """What an error page says for a service's error."""
+    if isinstance(error, Unavailable):
+        return UNAVAILABLE
+    if isinstance(error, Throttled):
+        return f"Too many attempts: try again in {error.extra.get('retryAfter', 60)} s."
+    return ERROR_PAGES[404] if error.status == 404 else error.message
 
 
 class DashboardHandler(BaseHandler):
@@ -106,7 +84,7 @@ class DashboardHandler(BaseHandler):
 
     @property
     def admin(self) -> AdminServices:
-        return services(self.gateway)
+        return self.gateway.admin
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -133,10 +111,8 @@ class DashboardHandler(BaseHandler):
                           secure=self.secure_cookies)
 
     async def end_session(self) -> None:
-        """Logout: the token stays valid until it expires, so it is remembered as revoked until then."""
         if self.session:
-            await self.gateway.broker.kv_set(_revoked_key(self.session), "1",
-                                             float(self.gateway.tokens.ttl))
+            await self.admin.auth.end_session(self.session)
         self.clear_session()
 
     async def _authenticate(self) -> Principal | None:
@@ -148,7 +124,7 @@ class DashboardHandler(BaseHandler):
             principal = await self.admin.auth.authenticate(f"Bearer {token}")
         except Unauthorized:
             return None
-        if await self.gateway.broker.kv_get(_revoked_key(session)) is not None:
+        if await self.admin.auth.session_revoked(session):
             return None
         self.session = session
         return principal
@@ -167,7 +143,7 @@ class DashboardHandler(BaseHandler):
             return
         self.principal = principal
         if self.request.method in UNSAFE_METHODS:
-            self.check_csrf(csrf_for(self.gateway, self.session))
+            self.check_csrf(csrf_for(self.gateway.csrf_key, self.session))
 
     # --- CSRF ----------------------------------------------------------------------------------
 
@@ -175,7 +151,7 @@ class DashboardHandler(BaseHandler):
     def csrf_token(self) -> str:
         if self.public:
             return self.login_csrf
-        return csrf_for(self.gateway, self.session)
+        return csrf_for(self.gateway.csrf_key, self.session)
 
     @property
     def login_csrf(self) -> str:
@@ -203,6 +179,7 @@ class DashboardHandler(BaseHandler):
         def csrf_field() -> Markup:
             return Markup('<input type="hidden" name="{}" value="{}">').format(CSRF_FIELD, escape(token))
 
+        channels = self.gateway.channels
         flash_code = self.get_query_argument("flash", "") or ""
         return {
             "principal": getattr(self, "principal", None),
@@ -211,8 +188,11 @@ class DashboardHandler(BaseHandler):
             "nav": self.nav,
             "flash": FLASH.get(flash_code, ""),
             "error": "",
+            "errors": {},
             "static_url": self.static_url,
             "title": "",
+            "short_time": short_time,
+            "channel_names": {ch: channels.adapter(ch).display_name for ch in channels.channels},
         }
 
     def render_page(self, name: str, status: int = 200, **context: Any) -> None:
@@ -229,27 +209,26 @@ class DashboardHandler(BaseHandler):
     def field(self, name: str, default: str = "") -> str:
         return (self.get_body_argument(name, default) or "").strip()
 
-    # --- errors as pages -----------------------------------------------------------------------
+    @property
+    def wants_json(self) -> bool:
+        """live.js posts with `Accept: application/json` and gets JSON; a plain form gets a page."""
+        return self.request.headers.get("Accept", "").startswith("application/json")
 
-    def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, AdminError) and not self._finished:
-            for name, value in e.headers.items():
-                self.set_header(name, value)
-            message = "Page not found" if e.status == 404 else e.message
-            if isinstance(e, Throttled):
-                message = f"Too many attempts: try again in {e.extra.get('retryAfter', 60)} s."
-            self.error_page(e.status, message)
-            return
-        if isinstance(e, StoreUnavailable | BrokerUnavailable) and not self._finished:
-            log.warning("dashboard: dependency unavailable: %s", e.__class__.__name__)
-            self.error_page(503, "The gateway's storage is unavailable right now. Please try again shortly.")
-            return
-        super()._handle_request_exception(e)
+    # --- errors ---------------------------------------------------------------------------------
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        messages = {401: "Please log in", 403: "Forbidden", 404: "Page not found", 405: "Method not allowed",
-                    500: "Something went wrong"}
-        message = messages.get(status_code, self._reason)
+        """The one place the dashboard differs from BaseHandler.write_error: a service's error is
+        rendered as a page (or as the same JSON for live.js), everything else as a page too."""
+        error = service_error(kwargs)
+        if error is not None:
+            for name, value in error.headers.items():
+                self.set_header(name, value)
+            if self.wants_json:
+                self.write_json(error.body(), error.status)
+            else:
+                self.error_page(error.status, error_message(error))
+            return
+        message = ERROR_PAGES.get(status_code, self._reason)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, tornado.web.HTTPError) and status_code == 403 and exc.reason:
             message = exc.reason
@@ -266,3 +245,17 @@ class DashboardHandler(BaseHandler):
 
 class PublicDashboardHandler(DashboardHandler):
     public = True
+
+
+class RootPage(DashboardHandler):
+    async def get(self) -> None:
+        self.redirect(HOME_URL)
+
+
+class NotFoundPage(DashboardHandler):
+    """Unknown dashboard paths: after the login check, so they reveal nothing to strangers."""
+
+    async def get(self) -> None:
+        raise tornado.web.HTTPError(404)
+
+    post = get
