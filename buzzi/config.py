@@ -14,7 +14,7 @@ import socket
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -283,84 +283,73 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported setting type {typ!r}")
 
 
-def _validate(s: Settings) -> None:
-    def require(ok: bool, key: str, expected: str, value: Any) -> None:
-        if not ok:
-            raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+# Numbers that may be 0 or have their own range; every other number must be greater than 0, so a
+# new numeric setting is checked without being listed here.
+_NUMBER_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "server.port": (lambda v: 1 <= v <= 65535, "a port between 1 and 65535"),
+    "server.shutdown_grace_seconds": (lambda v: v >= 0, "0 or more"),
+}
+_POSITIVE: tuple[Callable[[float], bool], str] = (lambda v: v > 0, "a number greater than 0")
 
-    require(1 <= s.server.port <= 65535, "server.port", "a port between 1 and 65535", s.server.port)
-    require(_is_http_url(s.server.public_url), "server.public_url", "an http(s):// URL", s.server.public_url)
-    require(s.server.log_format in ("text", "json"), "server.log_format", "text or json", s.server.log_format)
-    require(
+
+def _require(ok: bool, key: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+def _validate(s: Settings) -> None:
+    _validate_server(s)
+    _validate_urls(s)
+    _validate_numbers(s)
+    if s.security.secret_key:
+        _require(len(s.security.secret_key) >= 16, "security.secret_key", "at least 16 characters", "<redacted>")
+
+
+def _validate_server(s: Settings) -> None:
+    _require(_is_http_url(s.server.public_url), "server.public_url", "an http(s):// URL", s.server.public_url)
+    _require(s.server.log_format in ("text", "json"), "server.log_format", "text or json", s.server.log_format)
+    _require(
         s.server.log_level in ("debug", "info", "warning", "error"),
         "server.log_level", "debug, info, warning or error", s.server.log_level,
     )
-    for cidr in s.server.trusted_proxies:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ConfigError(f"server.trusted_proxies: {cidr!r} is not a CIDR") from None
-    for cidr in s.security.allowed_private_cidrs:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ConfigError(f"security.allowed_private_cidrs: {cidr!r} is not a CIDR") from None
+    for key, cidrs in (("server.trusted_proxies", s.server.trusted_proxies),
+                       ("security.allowed_private_cidrs", s.security.allowed_private_cidrs)):
+        for cidr in cidrs:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"{key}: {cidr!r} is not a CIDR") from None
+
+
+def _validate_urls(s: Settings) -> None:
     scheme = urlparse(s.store.url).scheme
-    require(
+    _require(
         scheme in ("sqlite", "mongodb", "mongodb+srv"),
         "store.url", "sqlite:///path or mongodb://host/db", s.store.url,
     )
     if scheme == "sqlite":
-        require(s.store.url.startswith("sqlite:///"), "store.url", "sqlite:///path", s.store.url)
-    require(
+        _require(s.store.url.startswith("sqlite:///"), "store.url", "sqlite:///path", s.store.url)
+    _require(
         urlparse(s.broker.url).scheme in ("memory", "redis", "rediss"),
         "broker.url", "memory:// or redis://host:port/db", s.broker.url,
     )
-    for name in ("whatsapp_api_base", "messenger_api_base", "instagram_api_base", "telegram_api_base",
-                 "slack_api_base", "teams_openid_url", "teams_token_url"):
-        value = getattr(s.channels, name)
-        require(_is_http_url(value), f"channels.{name}", "an http(s):// URL", value)
-    positives = {
-        "store.timeout_seconds": s.store.timeout_seconds,
-        "broker.event_log_size": s.broker.event_log_size,
-        "broker.event_log_ttl_seconds": s.broker.event_log_ttl_seconds,
-        "broker.max_connections": s.broker.max_connections,
-        "broker.node_ttl_seconds": s.broker.node_ttl_seconds,
-        "security.token_ttl_seconds": s.security.token_ttl_seconds,
-        "security.login_attempts_per_minute": s.security.login_attempts_per_minute,
-        "chat.session_ttl_seconds": s.chat.session_ttl_seconds,
-        "chat.resume_window_seconds": s.chat.resume_window_seconds,
-        "chat.max_content_chars": s.chat.max_content_chars,
-        "chat.heartbeat_seconds": s.chat.heartbeat_seconds,
-        "chat.retry_ms": s.chat.retry_ms,
-        "chat.stream_buffer_events": s.chat.stream_buffer_events,
-        "chat.max_streams_per_session": s.chat.max_streams_per_session,
-        "limits.company_per_minute": s.limits.company_per_minute,
-        "limits.session_per_minute": s.limits.session_per_minute,
-        "limits.ip_per_minute": s.limits.ip_per_minute,
-        "limits.webhook_per_minute": s.limits.webhook_per_minute,
-        "webhooks.max_body_bytes": s.webhooks.max_body_bytes,
-        "webhooks.replay_window_seconds": s.webhooks.replay_window_seconds,
-        "webhooks.event_retention": s.webhooks.event_retention,
-        "inbox.lease_seconds": s.inbox.lease_seconds,
-        "inbox.poll_seconds": s.inbox.poll_seconds,
-        "inbox.concurrency": s.inbox.concurrency,
-        "inbox.max_attempts": s.inbox.max_attempts,
-        "inbox.retry_base_seconds": s.inbox.retry_base_seconds,
-        "agents.timeout_seconds": s.agents.timeout_seconds,
-        "agents.http_connect_timeout_seconds": s.agents.http_connect_timeout_seconds,
-        "channels.send_timeout_seconds": s.channels.send_timeout_seconds,
-        "channels.send_max_attempts": s.channels.send_max_attempts,
-        "channels.send_backoff_base_seconds": s.channels.send_backoff_base_seconds,
-        "channels.send_backoff_max_seconds": s.channels.send_backoff_max_seconds,
-        "channels.media_max_bytes": s.channels.media_max_bytes,
-    }
-    for key, value in positives.items():
-        require(value > 0, key, "a number greater than 0", value)
-    require(s.server.shutdown_grace_seconds >= 0, "server.shutdown_grace_seconds", "0 or more",
-            s.server.shutdown_grace_seconds)
-    if s.security.secret_key:
-        require(len(s.security.secret_key) >= 16, "security.secret_key", "at least 16 characters", "<redacted>")
+    for f in dataclasses.fields(s.channels):
+        if f.name.endswith(("_api_base", "_url")):
+            value = getattr(s.channels, f.name)
+            _require(_is_http_url(value), f"channels.{f.name}", "an http(s):// URL", value)
+
+
+def _validate_numbers(s: Settings) -> None:
+    for section in dataclasses.fields(s):
+        values = getattr(s, section.name)
+        if not dataclasses.is_dataclass(values):
+            continue
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                key = f"{section.name}.{f.name}"
+                check, expected = _NUMBER_RULES.get(key, _POSITIVE)
+                _require(check(value), key, expected, value)
 
 
 def _is_http_url(value: str) -> bool:

@@ -16,7 +16,7 @@ from buzzi.crypto import SecretBox
 from buzzi.store.sqlite import SQLiteStore
 
 # Real servers started once per test session: Redis/Valkey and the MongoDB-wire server.
-pytest_plugins = ["tests.support.redis_server", "tests.support.mongo_server"]
+pytest_plugins = ["tests.support.redis_server", "tests.support.mongo_server", "tests.support.agent_fixtures"]
 
 
 @pytest.fixture

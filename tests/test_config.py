@@ -71,6 +71,10 @@ def test_spec_environment_names(tmp_path: Path):
         ({"BUZZI_LIMITS_SESSION_PER_MINUTE": "0"}, "limits.session_per_minute: expected a number greater than 0"),
         ({"BUZZI_SERVER_LOG_FORMAT": "xml"}, "server.log_format: expected text or json"),
         ({"BUZZI_SECRET_KEY": "short"}, "security.secret_key: expected at least 16 characters"),
+        ({"BUZZI_INBOX_RETRY_BASE_SECONDS": "0"}, "inbox.retry_base_seconds: expected a number greater than 0"),
+        ({"BUZZI_SERVER_SHUTDOWN_GRACE_SECONDS": "-1"}, "server.shutdown_grace_seconds: expected 0 or more"),
+        ({"BUZZI_SECURITY_ALLOWED_PRIVATE_CIDRS": "10.0.0.0/8, nope"}, "security.allowed_private_cidrs: 'nope'"),
+        ({"BUZZI_TEAMS_TOKEN_URL": "ftp://x"}, "channels.teams_token_url: expected an http(s):// URL"),
     ],
 )
 def test_bad_values_name_the_key(env, message):
@@ -78,6 +82,17 @@ def test_bad_values_name_the_key(env, message):
         load_settings(env=env)
     assert message in str(info.value)
     assert "short" not in str(info.value) or "secret_key" not in message  # never echo a secret
+
+
+def test_every_number_must_be_positive_unless_it_has_its_own_rule():
+    """A numeric setting needs no listing to be checked: 0 is refused for each, except the grace period."""
+    defaults = load_settings(env={})
+    for section in ("store", "broker", "chat", "limits", "webhooks", "inbox", "agents", "channels"):
+        for name, value in vars(getattr(defaults, section)).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                with pytest.raises(ConfigError, match=f"{section}.{name}: expected a number greater than 0"):
+                    load_settings(env={f"BUZZI_{section.upper()}_{name.upper()}": "0"})
+    assert load_settings(env={"BUZZI_SERVER_SHUTDOWN_GRACE_SECONDS": "0"}).server.shutdown_grace_seconds == 0
 
 
 def test_unknown_keys_in_a_file_are_refused(tmp_path: Path):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,6 @@ from buzzi.agents.registry import RUNNER_CLASSES, AgentRegistry
 from buzzi.events import AgentEvent
 from buzzi.models import AGENT_KINDS
 from buzzi.netguard import NetPolicy
-from buzzi.signing import new_standard_secret
 from tests.support.agent_factories import (
     FAQ,
     agent_registry,
@@ -44,23 +43,6 @@ EVENT_NAMES = ("thinking", "tool_call", "delta", "complete", "error", "notificat
 API_KEY = "sk-contract-very-secret-key-0123456789"
 UPSTREAM_KINDS = ("openai", "http")
 ANSWER = ["Parcels to Germany ", "arrive within ", "three business days."]
-
-
-@pytest.fixture
-def agent_secret() -> str:
-    return new_standard_secret()
-
-
-@pytest.fixture
-async def fake(agent_secret: str) -> AsyncIterator[FakeServices]:
-    async with FakeServices(agent_secret=agent_secret) as services:
-        yield services
-
-
-@pytest.fixture
-async def registry() -> AsyncIterator[AgentRegistry]:
-    async with agent_registry() as reg:
-        yield reg
 
 
 @dataclass(frozen=True)

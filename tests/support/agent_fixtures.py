@@ -1,3 +1,6 @@
+"""Fixtures of the agent tests (tests/agents, tests/contracts/test_agents.py): the fake LLM and company
+services, and a registry allowed to reach them on 127.0.0.1. Registered in tests/conftest.py."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
