@@ -29,6 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def serve(settings: Settings, on_ready: Callable[[Gateway], None] | None = None) -> int:
     from handlers.app import make_app
+    from handlers.server import make_server
 
     gateway = Gateway(settings)
     try:
@@ -37,11 +38,8 @@ async def serve(settings: Settings, on_ready: Callable[[Gateway], None] | None =
         log.error("cannot start: %s", exc)
         await _quiet_close(gateway)
         return 1
-    app = make_app(gateway)
-    # Tornado rejects bodies over max_body_size before the webhook pipeline sees them; keep it
-    # above the webhook limit so the pipeline answers 413 itself, in the contract's order.
-    server = app.listen(settings.server.port, settings.server.host,
-                       max_body_size=settings.webhooks.max_body_bytes * 4 + 65536, idle_connection_timeout=120)
+    server = make_server(make_app(gateway), settings)  # body limits and timeouts: handlers/server.py
+    server.listen(settings.server.port, settings.server.host)
     _banner(gateway)
     if on_ready:
         on_ready(gateway)

@@ -26,6 +26,7 @@ from buzzi.config import load_settings
 from buzzi.runtime import Gateway
 from handlers.app import make_app
 from handlers.base import BaseHandler
+from handlers.server import make_server
 
 
 class PublishHandler(BaseHandler):
@@ -65,9 +66,9 @@ async def serve(port: int) -> None:
     await gateway.start()
     app = make_app(gateway, extra_routes=[(r"/bench/publish/([^/]+)", PublishHandler),
                                           (r"/bench/tracemalloc", TracemallocHandler)])
-    # Same listen options as run.py, plus a deep accept backlog (the bare server gets the same).
-    server = app.listen(port, settings.server.host, backlog=4096, idle_connection_timeout=120,
-                        max_body_size=settings.webhooks.max_body_bytes * 4 + 65536)
+    # The server run.py builds, plus a deep accept backlog (the bare server gets the same).
+    server = make_server(app, settings)
+    server.listen(port, settings.server.host, backlog=4096)
     company, agent = gateway.demo or ("", "")
     print(f"bench-ready company={company} agent={agent}", flush=True)
     stop = asyncio.Event()

@@ -2,12 +2,17 @@
 
 A session id is a bearer secret; only its sha256 is stored (on the conversation) and used as a
 cache key, so neither the store nor Redis ever holds a usable session id.
+
+Anyone can start sessions (company and agent ids are public), so a new session costs no store
+write: it lives in the broker's KeyValue with the idle TTL, holding the id its conversation will
+get, and the conversation is stored with the first message. An unused session simply expires;
+its history is empty and its stream works like any other (docs/contract.md §5).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from buzzi import clock
@@ -18,7 +23,7 @@ from buzzi.errors import ServiceError
 from buzzi.ids import new_id, new_session_id
 from buzzi.models import PENDING, WEB_CHANNEL, Agent, Company, Conversation, Message
 from buzzi.ratelimit import RateLimiter
-from buzzi.store.base import Store
+from buzzi.store.base import DuplicateKey, Store
 
 MAX_ATTACHMENTS = 10
 HISTORY_LIMIT = 200  # newest messages a (re)loading widget gets
@@ -43,6 +48,9 @@ class ChatSession:
     company_id: str
     agent_id: str
     expires_at: float
+    # False until the first message stores the conversation (with this customer).
+    stored: bool = True
+    customer: dict[str, Any] = field(default_factory=dict)
 
     @property
     def stream(self) -> str:
@@ -95,17 +103,14 @@ class ChatService:
         if not company.subscription_active():
             raise ChatError(403, "Subscription not active")
         customer = _customer(body.get("customer"))
-        # Every session is a stored conversation, so creating them spends the company's budget like
-        # messages do. Counted only once the request is otherwise good: refused requests (and
-        # made-up company ids) neither spend a real company's budget nor create limiter keys.
-        await self.limiter.check(("company", company.id, self.settings.limits.company_per_minute))
+        # Sessions have their own budget, never the company's message budget. Counted only once the
+        # request is otherwise good: refused requests (and made-up company ids) neither spend a real
+        # company's budget nor create limiter keys.
+        await self.limiter.check_session_start(company.id, ip)
         session_id = new_session_id()
-        key = sha256_hex(session_id)
-        conversation = await self.store.add(Conversation(
-            id=new_id("conversation"), company_id=company.id, agent_id=agent.id, channel=WEB_CHANNEL,
-            session_hash=key, customer=customer,
-        ))
-        return session_id, await self._cache(key, conversation)
+        session = ChatSession(sha256_hex(session_id), new_id("conversation"), company.id, agent.id,
+                              clock.now() + self.ttl, stored=False, customer=customer)
+        return session_id, await self._cache(session)
 
     async def resolve(self, session_id: str) -> ChatSession:
         """The live session, extending its idle TTL; resumed from the store within the resume window."""
@@ -115,20 +120,36 @@ class ChatService:
         cached = await self.broker.kv_get(f"chat:{key}", touch_ttl=self.ttl)
         if cached is not None:
             data = json.loads(cached)
-            return ChatSession(key, data["c"], data["co"], data["a"], clock.now() + self.ttl)
+            unstored = "u" in data
+            return ChatSession(key, data["c"], data["co"], data["a"], clock.now() + self.ttl,
+                               stored=not unstored, customer=data["u"] if unstored else {})
+        # Only a session that had a message has a stored conversation: an unused one ends with its TTL.
         conversation = await self.store.find_one(Conversation, session_hash=key)
         if conversation is None:
             raise InvalidSession()
         last = conversation.last_message_at or conversation.created_at
         if clock.now() - last > self.settings.chat.resume_window_seconds:
             raise InvalidSession()
-        return await self._cache(key, conversation)
+        return await self._cache(ChatSession(key, conversation.id, conversation.company_id,
+                                             conversation.agent_id, clock.now() + self.ttl))
 
-    async def _cache(self, key: str, conversation: Conversation) -> ChatSession:
-        value = json.dumps({"c": conversation.id, "co": conversation.company_id, "a": conversation.agent_id})
-        await self.broker.kv_set(f"chat:{key}", value, self.ttl)
-        return ChatSession(key, conversation.id, conversation.company_id, conversation.agent_id,
-                           clock.now() + self.ttl)
+    async def _cache(self, session: ChatSession) -> ChatSession:
+        data: dict[str, Any] = {"c": session.conversation_id, "co": session.company_id, "a": session.agent_id}
+        if not session.stored:
+            data["u"] = session.customer  # present = the conversation is not stored yet
+        await self.broker.kv_set(f"chat:{session.key}", json.dumps(data), self.ttl)
+        return session
+
+    async def _store_conversation(self, session: ChatSession) -> None:
+        """The conversation of a session's first message, under the id the session was given."""
+        try:
+            await self.store.add(Conversation(
+                id=session.conversation_id, company_id=session.company_id, agent_id=session.agent_id,
+                channel=WEB_CHANNEL, session_hash=session.key, customer=session.customer,
+            ))
+        except DuplicateKey:
+            pass  # a concurrent first message of this session (on any node) stored it
+        await self._cache(replace(session, stored=True, customer={}))
 
     def validate_message(self, body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         content = body.get("content")
@@ -157,6 +178,8 @@ class ChatService:
         """Validate, rate-limit, store, count and queue a user message; it is answered by the inbox."""
         content, attachments = self.validate_message(body)
         await self.limiter.check_chat(session.company_id, session.key, ip)
+        if not session.stored:
+            await self._store_conversation(session)
         message = Message(
             id=new_id("message"), conversation_id=session.conversation_id, company_id=session.company_id,
             agent_id=session.agent_id, role="user", content=content, attachments=attachments, state=PENDING,

@@ -38,6 +38,9 @@ class ServerSettings:
     log_level: str
     shutdown_grace_seconds: float
     trusted_proxies: list[str]
+    max_body_bytes: int
+    body_timeout_seconds: float
+    idle_timeout_seconds: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +66,8 @@ class SecuritySettings:
     admin_email: str
     token_ttl_seconds: int
     login_attempts_per_minute: int
+    login_free_attempts: int
+    login_max_delay_seconds: float
     allow_private_networks: bool
     allowed_private_cidrs: list[str]
 
@@ -76,6 +81,7 @@ class ChatSettings:
     retry_ms: int
     stream_buffer_events: int
     max_streams_per_session: int
+    max_streams_per_address: int
     handover_keywords: list[str]
     handover_message: str
     create_demo: bool
@@ -87,6 +93,8 @@ class LimitSettings:
     session_per_minute: int
     ip_per_minute: int
     webhook_per_minute: int
+    sessions_per_ip_per_minute: int
+    sessions_per_company_per_minute: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +102,7 @@ class WebhookSettings:
     max_body_bytes: int
     replay_window_seconds: int
     event_retention: int
+    max_attachments: int
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The webhook delivery log the dashboard shows: one redacted entry per request to a known webhook.
+"""The webhook delivery log the dashboard shows: one redacted entry per request to a known webhook
+(headers by an allow-list, bodies after parsing: buzzi/redaction.py).
 
 Best effort and off the request path: entries are written in batches (one store call takes every
 entry that came in while the previous call was in flight, so under load it costs one round trip
@@ -9,61 +10,22 @@ its retention now and then rather than on every request.
 from __future__ import annotations
 
 import asyncio
-import functools
-import itertools
 import logging
-import re
 
 from buzzi.channels.base import WebhookRequest
 from buzzi.config import WebhookSettings
 from buzzi.ids import new_id
 from buzzi.models import Webhook, WebhookEvent
+from buzzi.redaction import redact_body, redact_headers
 from buzzi.store.base import Store
 
 log = logging.getLogger("buzzi.delivery_log")
 
-SECRET_HEADERS = ("authorization", "x-hub-signature", "x-hub-signature-256", "x-slack-signature",
-                  "x-telegram-bot-api-secret-token", "webhook-signature", "cookie")
-# Every string value under a key naming a credential (client_secret, appPassword, access_token,
-# x-api-key...) anywhere in the body: a custom sender's payload may carry its own secrets, and the
-# log is shown in the dashboard. Keys are split into words so "secretary" or "tokens" stay readable.
-_JSON_STRING_FIELD = re.compile(r'("((?:[^"\\]|\\.)*)"\s*:\s*)"(?:[^"\\]|\\.)*"')
-_KEY_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
-_SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "pwd", "apikey", "credential", "credentials"})
-# Every secret word contains one of these: a body without any of them has nothing to mask.
-# (Substring tests on the lower-cased text: several times faster than one case-insensitive regex.)
-_SECRET_STEMS = ("token", "secret", "pass", "pwd", "key", "credential")
-
-BODY_EXCERPT = 4096
 # Trimming the log to its retention sorts the kept window: do it every retention/20 entries per
 # webhook (at most 5% over the retention) instead of on every request.
 PRUNE_FRACTION = 20
 # Entries written per store call at most (the rest wait for the next call).
 EVENT_BATCH = 200
-
-
-# Every key of every logged body goes through this; real payloads use a few hundred names.
-@functools.lru_cache(maxsize=4096)
-def _names_a_secret(key: str) -> bool:
-    words = [w.lower() for w in _KEY_WORDS.findall(key)]
-    joined = {a + b for a, b in itertools.pairwise(words)}  # "api" "key" -> "apikey"
-    return not _SECRET_WORDS.isdisjoint(words) or not _SECRET_WORDS.isdisjoint(joined)
-
-
-def _mask(match: re.Match[str]) -> str:
-    return f'{match.group(1)}"[redacted]"' if _names_a_secret(match.group(2)) else match.group(0)
-
-
-def redact_headers(headers: dict[str, str]) -> dict[str, str]:
-    return {k: ("[redacted]" if k.lower() in SECRET_HEADERS else v[:300]) for k, v in headers.items()}
-
-
-def redact_body(body: bytes) -> str:
-    excerpt = body[:BODY_EXCERPT].decode("utf-8", errors="replace")
-    lowered = excerpt.lower()
-    if not any(stem in lowered for stem in _SECRET_STEMS):
-        return excerpt  # the common case, checked in one pass
-    return _JSON_STRING_FIELD.sub(_mask, excerpt)
 
 
 class DeliveryLog:

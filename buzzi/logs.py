@@ -1,5 +1,7 @@
 """Logging setup: text or JSON lines, one per request, with secrets kept out by construction
-(handlers log route names, ids and outcomes; never headers or bodies)."""
+(handlers log route names, ids and outcomes; never headers or bodies). Every string field is
+clipped and escaped (`clip`): a client-chosen value (a method name, a path) cannot make a line
+unbounded or forge a second line."""
 
 from __future__ import annotations
 
@@ -49,5 +51,20 @@ def configure(log_format: str, level: str) -> None:
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
 
 
+FIELD_MAX_CHARS = 1000
+
+
+def clip(text: str, limit: int = FIELD_MAX_CHARS) -> str:
+    """At most `limit` characters of `text` (then "...(+N)"), with control characters, lone
+    surrogates and other unprintable characters escaped as \\xNN / \\uNNNN."""
+    extra = len(text) - limit
+    if extra > 0:
+        text = text[:limit]
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return f"{text}...(+{extra})" if extra > 0 else text
+
+
 def log_fields(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:
-    logger.log(level, msg, extra={"fields": fields})
+    bounded = {k: clip(v) if isinstance(v, str) else v for k, v in fields.items()}
+    logger.log(level, msg, extra={"fields": bounded})

@@ -2,8 +2,10 @@
 
 Nothing waits on this: the webhook has already answered and the agent runs on the text. Each
 attachment ends with a `download` entry on the message: {"status": "stored", "media_id", "size"},
-{"status": "too_large"} or {"status": "failed", "error"}. The bytes go to the store as a Media
-document. Platform URLs and errors can carry tokens (Telegram puts the bot token in the file URL),
+{"status": "too_large"} or {"status": "failed", "error"}, all written in one update once the last
+download ended (rewriting the list after each download cost N² bytes of writes: a 34 KB request
+once caused 99 MB). The intake caps the list (webhooks.max_attachments). The bytes go to the store
+as a Media document. Platform URLs and errors can carry tokens (Telegram puts the bot token in the file URL),
 so only our own error messages are logged and stored, never a raw exception text.
 """
 
@@ -30,6 +32,11 @@ DOWNLOAD_ATTEMPTS = 3
 CONCURRENT_DOWNLOADS = 8  # bounds memory: each download holds up to media_max_bytes
 
 
+async def delete_company_media(store: Store, company_id: str) -> int:
+    """Every stored attachment of a company (called after its messages are deleted, see fetch)."""
+    return await store.delete_where(Media, company_id=company_id)
+
+
 def downloadable(attachment: dict[str, Any]) -> bool:
     """Attachments that point at bytes (locations and contacts carry their data inline)."""
     return bool(attachment.get("media_id") or attachment.get("url")) and "download" not in attachment
@@ -47,20 +54,24 @@ class MediaFetcher:
         return any(downloadable(a) for a in message.attachments)
 
     async def fetch(self, webhook: Webhook, message: Message) -> None:
-        """Download every attachment of a stored message, one after another (the message's
-        attachment list is rewritten after each, and only this task writes it)."""
+        """Download every attachment of a stored message, one after another, then write the
+        message's attachment list once (only this task writes it)."""
         adapter = self.channels.adapter(webhook.channel)
         attachments = [dict(a) for a in message.attachments]
-        for index, item in enumerate(attachments):
+        fetched = 0
+        for item in attachments:
             if not downloadable(item):
                 continue
             async with self._slots:
                 item["download"] = await self._download(adapter, webhook, message, item)
-            try:
-                await self.store.update(Message, message.id, {"attachments": attachments})
-            except Exception as exc:  # noqa: BLE001 - background work: log and go on
-                log_fields(log, logging.WARNING, "media status not saved", message=message.id,
-                           index=index, error=exc.__class__.__name__)
+            fetched += 1
+        if not fetched:
+            return
+        try:
+            await self.store.update(Message, message.id, {"attachments": attachments})
+        except Exception as exc:  # noqa: BLE001 - background work: log and go on
+            log_fields(log, logging.WARNING, "media status not saved", message=message.id,
+                       attachments=fetched, error=exc.__class__.__name__)
 
     async def _download(self, adapter: ChannelAdapter, webhook: Webhook, message: Message,
                         item: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +101,11 @@ class MediaFetcher:
         )
         try:
             await self.store.add(media)
+            if await self.store.get(Message, message.id) is None:
+                # Its company was deleted while this downloaded (deletion runs messages first, then
+                # media): delete the blob ourselves so no bytes outlive their tenant.
+                await self.store.delete(Media, media.id)
+                return {"status": "failed", "error": "message deleted"}
         except Exception as exc:  # noqa: BLE001 - store down: the message keeps a failed status
             return self._failed(webhook, message, f"store error: {exc.__class__.__name__}")
         return {"status": "stored", "media_id": media.id, "size": media.size, "sha256": media.sha256}

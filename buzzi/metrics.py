@@ -1,9 +1,22 @@
 """Prometheus metrics: only what the code really measures. One registry per Gateway so tests
-running several gateways in one process do not collide."""
+running several gateways in one process do not collide.
+
+Every label value comes from a fixed set (route class names, status codes, channel names, agent
+kinds, outcomes) or is mapped into one here: nothing a client chooses becomes a label, or every
+made-up value would add a time series until restart (docs/contract.md "Public endpoints under
+hostile load")."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# RFC 9110 §9 methods plus PATCH; Tornado answers any other token with 405.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+
+
+def method_label(method: str | None) -> str:
+    """The `method` label: the method when it is a known one, else "other"."""
+    return method if method in KNOWN_METHODS else "other"
 
 
 class Metrics:

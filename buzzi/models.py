@@ -140,6 +140,9 @@ class User(Document):
     password_hash: str
     role: str = "company_admin"
     company_id: str | None = None
+    disabled: bool = False
+    # In every token as "sv"; replaced (buzzi.auth.new_session_version) to end all of the user's sessions.
+    session_version: str = ""
     created_at: float = field(default_factory=clock.now)
     updated_at: float = field(default_factory=clock.now)
 

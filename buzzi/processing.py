@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from buzzi.agents.base import AgentContext
+from buzzi.agents.public_error import admin_detail, customer_error
 from buzzi.agents.registry import AgentRegistry
 from buzzi.broker.base import BrokerUnavailable, StreamLog
 from buzzi.chat import conversation_stream
@@ -75,6 +76,11 @@ class Outcome:
 class AgentFailure:
     code: str
     retryable: bool
+    detail: str = ""  # the agent's own code and message: for admins, never for the customer
+
+    def note(self) -> str:
+        """What the failed message's metadata keeps (the admin API and the dashboard show it)."""
+        return f"agent error: {self.detail or self.code}"
 
 
 TYPING_REFRESH_SECONDS = 5.0
@@ -240,12 +246,12 @@ class MessageProcessor:
     async def _agent_failed(self, message: Message, conversation: Conversation, failure: AgentFailure) -> Outcome:
         if conversation.channel == WEB_CHANNEL:
             # The widget showed the error; the customer can ask again.
-            return Outcome.failed(f"agent error: {failure.code}")
+            return Outcome.failed(failure.note())
         # Nobody watches a stream on a channel: retry what may pass, then say sorry.
         if failure.retryable and message.attempts < self.settings.inbox.max_attempts:
             return self._retry(message)
         await self._tell_channel(conversation, message, self.settings.agents.failure_message, "failure")
-        return Outcome.failed(f"agent error: {failure.code}")
+        return Outcome.failed(failure.note())
 
     async def _reply(self, message: Message, conversation: Conversation, agent: Agent,
                      answer: tuple[str, dict[str, Any]], stream: str) -> Outcome:
@@ -307,9 +313,7 @@ class MessageProcessor:
                         metadata = dict(event.data.get("metadata") or {})
                         return content, metadata
                     if event.name == "error":
-                        self.metrics.agent_runs.labels(agent.kind, "error").inc()
-                        await self._publish(stream, event)
-                        return AgentFailure(str(event.data.get("code")), bool(event.data.get("retryable")))
+                        return await self._agent_error(agent, message, event, stream)
                     if event.name == "delta":
                         deltas.append(str(event.data.get("content", "")))
                     await self._publish(stream, event)
@@ -320,6 +324,15 @@ class MessageProcessor:
         self.metrics.agent_runs.labels(agent.kind, "no_answer").inc()
         await self._publish(stream, error_event("agent_error", "The agent ended without an answer.", True))
         return AgentFailure("agent_error", True)
+
+    async def _agent_error(self, agent: Agent, message: Message, event: AgentEvent, stream: str) -> AgentFailure:
+        """An agent's error: the customer's stream gets a generic text (the agent's message can name
+        internal hosts and settings); the detail goes to the log and onto the message for admins."""
+        self.metrics.agent_runs.labels(agent.kind, "error").inc()
+        detail = admin_detail(event)
+        log_fields(log, logging.WARNING, "agent failed", message=message.id, agent=agent.id, error=detail)
+        await self._publish(stream, customer_error(event))
+        return AgentFailure(str(event.data.get("code")), bool(event.data.get("retryable")), detail)
 
     async def _history(self, message: Message) -> list[Message]:
         recent = await self.store.find(Message, conversation_id=message.conversation_id, order_by="created_at",

@@ -38,6 +38,15 @@ class RateLimiter:
             ("company", company_id, self.limits.company_per_minute),
         )
 
+    async def check_session_start(self, company_id: str, ip: str) -> None:
+        """New web chat sessions have their own budget, per address and per company, apart from the
+        company's message budget: anyone can start sessions (company and agent ids are public), and
+        a flood of them must not get the company's webhooks and live chats a 429 (docs/contract.md §5)."""
+        await self.check(
+            ("session_start_ip", ip, self.limits.sessions_per_ip_per_minute),
+            ("session_start_company", company_id, self.limits.sessions_per_company_per_minute),
+        )
+
     async def check_webhook(self, company_id: str, webhook_id: str) -> None:
         await self.check(
             ("webhook", webhook_id, self.limits.webhook_per_minute),

@@ -15,6 +15,7 @@ from buzzi.admin.auth import AdminAuth
 from buzzi.admin.companies import CompanyService
 from buzzi.admin.conversations import AdminConversations
 from buzzi.admin.live import LiveViews
+from buzzi.admin.login_guard import LoginGuard, LoginPolicy
 from buzzi.admin.monitoring import Monitoring
 from buzzi.admin.samples import SampleSender
 from buzzi.admin.users import UserService
@@ -54,7 +55,7 @@ def resolve_secret_key(settings: Settings) -> str:
     path = settings.data_dir / "secret_key"
     if path.exists():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the SQLite store keeps it so
     key = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -107,7 +108,8 @@ class Gateway:
     def _admin_services(self) -> AdminServices:
         store, settings = self.store, self.settings
         return AdminServices(
-            auth=AdminAuth(store, self.broker, self.limiter, self.tokens, settings.security.login_attempts_per_minute),
+            auth=AdminAuth(store, self.broker, self.tokens,
+                           LoginGuard(self.broker, self.limiter, LoginPolicy.of(settings.security))),
             users=UserService(store),
             companies=CompanyService(store),
             agents=AgentService(store, self.agents),

@@ -35,11 +35,12 @@ RESYNC_MESSAGE = "Some earlier events are no longer available; reload the conver
 
 
 class TooManyStreams(Throttled):
-    """The session already holds `limit` open streams on this node. A place frees up as soon as one
-    of them ends; the widget's own reconnect delay is a fair hint for when to try again."""
+    """The session (or the client address) already holds `limit` open streams on this node. A place
+    frees up as soon as one of them ends; the widget's own reconnect delay is a fair hint for when
+    to try again."""
 
-    def __init__(self, limit: int, retry_after: int) -> None:
-        super().__init__(retry_after, "Too many open streams for this session", extra={"limit": limit})
+    def __init__(self, limit: int, retry_after: int, holder: str = "session") -> None:
+        super().__init__(retry_after, f"Too many open streams for this {holder}", extra={"limit": limit})
         self.limit = limit
 
 
@@ -81,6 +82,7 @@ class LiveStream:
     conversation_id: str
     company_id: str
     agent_id: str
+    address: str = ""  # the client's address: counted for its cap, never published
     connected_at: float = field(default_factory=clock.now)
     last_event_id: str | None = None
     events_sent: int = 0
@@ -107,6 +109,9 @@ class StreamHub:
         self.metrics = metrics
         self.live: set[LiveStream] = set()
         self._by_stream: dict[str, set[LiveStream]] = {}
+        # Open streams per client address; an address leaves the map when its count reaches zero,
+        # so the map holds at most one entry per open stream.
+        self._by_address: dict[str, int] = {}
         self._dirty = asyncio.Event()
         self._presence_task: asyncio.Task[None] | None = None
         self.draining = False
@@ -117,14 +122,21 @@ class StreamHub:
     async def start(self) -> None:
         self._presence_task = asyncio.create_task(self._publish_presence(), name="presence")
 
-    def open(self, stream: str, conversation_id: str, company_id: str, agent_id: str) -> LiveStream:
-        """Register a client's stream; TooManyStreams when its session already holds the most allowed.
-        The cap is per node: it bounds what one session id can tie up here (sockets, buffers)."""
+    def open(self, stream: str, conversation_id: str, company_id: str, agent_id: str, address: str = ""
+             ) -> LiveStream:
+        """Register a client's stream; TooManyStreams when its session, or its address, already holds
+        the most allowed. The caps are per node: they bound what one session id, or one client with
+        any number of sessions, can tie up here (sockets, buffers)."""
+        retry_after = max(1, math.ceil(self.settings.chat.retry_ms / 1000))
         limit = self.settings.chat.max_streams_per_session
         if len(self._by_stream.get(stream, ())) >= limit:
-            raise TooManyStreams(limit, max(1, math.ceil(self.settings.chat.retry_ms / 1000)))
-        live = LiveStream(stream, conversation_id, company_id, agent_id)
+            raise TooManyStreams(limit, retry_after)
+        per_address = self.settings.chat.max_streams_per_address
+        if self._by_address.get(address, 0) >= per_address:
+            raise TooManyStreams(per_address, retry_after, "address")
+        live = LiveStream(stream, conversation_id, company_id, agent_id, address)
         self._by_stream.setdefault(stream, set()).add(live)
+        self._by_address[address] = self._by_address.get(address, 0) + 1
         self.live.add(live)
         self._idle.clear()
         self.metrics.sse_streams.set(len(self.live))
@@ -133,7 +145,14 @@ class StreamHub:
 
     def close(self, live: LiveStream) -> None:
         live.closed.set()
+        if live not in self.live:
+            return  # closed before: counted down once only
         self.live.discard(live)
+        remaining = self._by_address.get(live.address, 0) - 1
+        if remaining > 0:
+            self._by_address[live.address] = remaining
+        else:
+            self._by_address.pop(live.address, None)
         same = self._by_stream.get(live.stream)
         if same is not None:
             same.discard(live)

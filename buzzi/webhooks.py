@@ -9,6 +9,7 @@ request to a known webhook goes to the delivery log (delivery_log.py).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import time
@@ -25,6 +26,7 @@ from buzzi.channels.base import (
     VerificationError,
     WebhookRequest,
 )
+from buzzi.channels.payload import valid_unicode
 from buzzi.channels.registry import CHANNELS, ChannelRegistry
 from buzzi.config import WebhookSettings
 from buzzi.delivery_log import DeliveryLog
@@ -121,6 +123,28 @@ def _unstored(company: Company, parsed: ParseResult) -> WebhookResult | None:
     return None
 
 
+def _valid_fields(record: Any) -> None:
+    """Replace lone surrogates in every string, list and dict field of a dataclass instance."""
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, str | dict | list):
+            setattr(record, f.name, valid_unicode(value))
+
+
+def _admitted(inbound: InboundMessage, max_attachments: int) -> InboundMessage:
+    """A normalised message as it may be stored, whichever channel sent it: at most
+    `max_attachments` attachments (the rest dropped and counted), and no lone surrogate in any text
+    (text, names, ids, attachments, routing meta). "\\ud800" is valid JSON but not Unicode: stored
+    as is, every later encode of it fails (the dashboard's JSON, UTF-8 pages, BSON)."""
+    if len(inbound.attachments) > max_attachments:
+        inbound.attachments_dropped = len(inbound.attachments) - max_attachments
+        del inbound.attachments[max_attachments:]
+    _valid_fields(inbound)  # its attachments list holds dataclasses, left alone by valid_unicode
+    for attachment in inbound.attachments:
+        _valid_fields(attachment)
+    return inbound
+
+
 def _inbound_records(webhook: Webhook, inbound: InboundMessage) -> tuple[Conversation, Message]:
     """The conversation an inbound message belongs to (as it would be created) and the message."""
     customer = {"id": inbound.sender_id, **({"name": inbound.sender_name} if inbound.sender_name else {})}
@@ -137,7 +161,8 @@ def _inbound_records(webhook: Webhook, inbound: InboundMessage) -> tuple[Convers
         state=PENDING, created_at=clock.now(),
         metadata={"kind": inbound.kind, "sender": customer, "channel": dict(inbound.meta),
                   **({"replyToId": inbound.reply_to_id} if inbound.reply_to_id else {}),
-                  **({"threadId": inbound.thread_id} if inbound.thread_id else {})},
+                  **({"threadId": inbound.thread_id} if inbound.thread_id else {}),
+                  **({"attachmentsDropped": inbound.attachments_dropped} if inbound.attachments_dropped else {})},
     )
     return conversation, message
 
@@ -225,6 +250,10 @@ class WebhookIntake:
                          ) -> WebhookResult:
         new_ids = []
         for inbound in messages:
+            inbound = _admitted(inbound, self.settings.max_attachments)
+            if inbound.attachments_dropped:
+                log_fields(log, logging.INFO, "attachments dropped", channel=webhook.channel,
+                           webhook=webhook.id, kept=len(inbound.attachments), dropped=inbound.attachments_dropped)
             message = await self.store.ingest_message(*_inbound_records(webhook, inbound))
             if message is not None:
                 new_ids.append(message.id)
@@ -272,6 +301,7 @@ class WebhookIntake:
                      extra={"fields": {"webhook_id": webhook.id, "error": str(exc)[:200]}})
             return
         if profile.get("name"):
+            profile = valid_unicode(dict(profile))  # a platform API's answer is channel input too
             await self.store.update(Conversation, conversation_id, {"customer": {**conversation.customer, **profile}})
 
     def _spawn(self, coro: Any) -> None:

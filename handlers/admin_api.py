@@ -7,6 +7,7 @@ from typing import Any
 
 from buzzi import clock
 from buzzi.admin import AdminServices
+from buzzi.admin.auth import logout_everywhere
 from buzzi.admin.render import (
     render_agent,
     render_company,
@@ -64,6 +65,13 @@ class LoginHandler(AdminHandler):
         data = self.json_body()
         token, expires = await self.admin.auth.login(data.get("email"), data.get("password"), self.client_ip)
         self.write_json({"token": token, "expiresAt": clock.iso(expires)})
+
+
+class LogoutHandler(AdminHandler):
+    async def post(self) -> None:
+        await self.admin.auth.logout(self.principal, logout_everywhere(self.body()))
+        self.set_status(204)
+        self.finish()
 
 
 class MeHandler(AdminHandler):
@@ -237,6 +245,7 @@ CONVERSATION = rf"/api/admin/conversations/{ID}"
 
 ROUTES: list[tuple] = [
     (r"/api/admin/login", LoginHandler),
+    (r"/api/admin/logout", LogoutHandler),
     (r"/api/admin/me", MeHandler),
     (r"/api/admin/users", UsersHandler),
     (rf"/api/admin/users/{ID}", UserHandler),

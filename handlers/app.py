@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import tornado.web
 
-from handlers import admin_api, chat, dashboard, ops, webhooks, widget
+from handlers import admin_api, chat, dashboard, openapi, ops, webhooks, widget
 from handlers.base import BaseHandler, log_request
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ def routes() -> list[tuple]:
         (rf"/api/chat/{SID}/stream", chat.StreamHandler),
         (r"/widget.js", widget.WidgetHandler),
         (r"/demo", widget.DemoHandler),
+        (r"/api/openapi.json", openapi.OpenApiHandler),
         *admin_api.ROUTES,
         *dashboard.ROUTES,
     ]

@@ -8,12 +8,14 @@ import ipaddress
 import json
 import logging
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
 from buzzi.errors import ServiceError, Unavailable
-from buzzi.logs import log_fields
+from buzzi.logs import clip, log_fields
+from buzzi.metrics import method_label
 
 if TYPE_CHECKING:
     from buzzi.runtime import Gateway
@@ -39,35 +41,42 @@ def _first_non_utf8_field(data: dict[str, Any]) -> str | None:
     """The path (`a.b[0].c`) of the first key or string that UTF-8 cannot encode, or None.
 
     JSON lets "\\ud800" (and json.loads lets raw CESU-8 bytes) through as a lone UTF-16 surrogate;
-    stored, it breaks every later write of it (SSE, channel sends, the dashboard). Iterative, so a
-    deeply nested body cannot exhaust the stack."""
-    pending: list[tuple[str, Any]] = [("", data)]
-    while pending:
-        path, value = pending.pop()
-        if isinstance(value, str):
-            if not _utf8_ok(value):
-                return path
-        elif isinstance(value, dict):
-            children = []
-            for key, item in value.items():
-                child = f"{path}.{_printable(key)}" if path else _printable(key)
-                if not _utf8_ok(key):
-                    return child
-                children.append((child, item))
-            pending.extend(reversed(children))  # depth first, in document order
-        elif isinstance(value, list):
-            pending.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(value))))
+    stored, it breaks every later write of it (SSE, channel sends, the dashboard).
+    Linear with a small constant (docs/contract.md "Public endpoints under hostile load"): one
+    stack frame per open container, holding its key and an iterator, so no path string is built
+    for the elements that pass; the path is rebuilt from the stack only for the bad one. Iterative,
+    so a deeply nested body cannot exhaust the stack."""
+    stack: list[tuple[str | int, Iterator[tuple[Any, Any]]]] = [("", iter(data.items()))]
+    while stack:
+        for key, value in stack[-1][1]:
+            if isinstance(key, str) and not _utf8_ok(key):
+                return _path(stack, key)
+            if isinstance(value, str):
+                if not _utf8_ok(value):
+                    return _path(stack, key)
+            elif isinstance(value, dict) and value:
+                stack.append((key, iter(value.items())))
+                break  # depth first, in document order; the parent's iterator resumes after it
+            elif isinstance(value, list) and value:
+                stack.append((key, enumerate(value)))
+                break
+        else:
+            stack.pop()
     return None
 
 
+def _path(stack: list[tuple[str | int, Iterator[tuple[Any, Any]]]], last: str | int) -> str:
+    keys = [key for key, _ in stack[1:]] + [last]
+    # The root is an object, so the path starts with a key: drop that key's leading dot.
+    return "".join(f"[{key}]" if isinstance(key, int) else f".{_printable(key)}" for key in keys)[1:]
+
+
+# A str from json.loads holds a surrogate code point only when it is unpaired (json joins pairs).
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
+
+
 def _utf8_ok(text: str) -> bool:
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return text.isascii() or _SURROGATE.search(text) is None
 
 
 def _printable(key: str) -> str:
@@ -113,8 +122,8 @@ class BaseHandler(tornado.web.RequestHandler):
             return
         if isinstance(value, tornado.web.HTTPError | ServiceError):
             return
-        log.error("uncaught exception in %s %s", self.request.method, loggable_path(self.request.path),
-                  exc_info=(typ, value, tb))
+        log.error("uncaught exception in %s %s", clip(self.request.method or "", METHOD_MAX_CHARS),
+                  loggable_path(self.request.path), exc_info=(typ, value, tb))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """The one mapping of errors to answers: a ServiceError gives its status, headers and body;
@@ -135,7 +144,7 @@ class BaseHandler(tornado.web.RequestHandler):
         status = self.get_status()
         elapsed = self.request.request_time()
         metrics = self.gateway.metrics
-        metrics.http_requests.labels(route, self.request.method, str(status)).inc()
+        metrics.http_requests.labels(route, method_label(self.request.method), str(status)).inc()
         metrics.http_latency.labels(route).observe(elapsed)
 
 
@@ -147,24 +156,31 @@ def service_error(write_error_kwargs: dict[str, Any]) -> ServiceError | None:
 
 
 _SESSION_IN_PATH = re.compile(r"/api/chat/s_[^/]+")
+PATH_MAX_CHARS = 200
+METHOD_MAX_CHARS = 16
 
 
 def loggable_path(path: str) -> str:
-    """The path with bearer secrets (chat session ids) masked; query strings are never logged."""
-    return _SESSION_IN_PATH.sub("/api/chat/s_***", path)
+    """The path with bearer secrets (chat session ids) masked, clipped and escaped; query strings
+    are never logged."""
+    return clip(_SESSION_IN_PATH.sub("/api/chat/s_***", path), PATH_MAX_CHARS)
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
     """Tornado's log_function: one line per request, without secrets (see loggable_path)."""
-    status = handler.get_status()
+    request = handler.request
+    log_access(request.method or "", request.path, handler.get_status(), request.request_time(),
+               type(handler).__name__, request.remote_ip or "")
+
+
+def log_access(method: str, path: str, status: int, seconds: float, route: str, ip: str) -> None:
+    """The access line, also written for requests refused before any handler ran (handlers/limits.py).
+    The method and path are the client's choice: both are clipped and escaped."""
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    if handler.request.path in ("/healthz", "/readyz", "/metrics") and status < 400:
+    if path in ("/healthz", "/readyz", "/metrics") and status < 400:
         level = logging.DEBUG
-    log_fields(
-        access_log, level, f"{handler.request.method} {loggable_path(handler.request.path)} {status}",
-        ms=round(handler.request.request_time() * 1000, 1), route=type(handler).__name__,
-        ip=handler.request.remote_ip,
-    )
+    log_fields(access_log, level, f"{clip(method, METHOD_MAX_CHARS)} {loggable_path(path)} {status}",
+               ms=round(seconds * 1000, 1), route=route, ip=ip)
 
 
 def _in_networks(ip: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:

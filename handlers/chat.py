@@ -74,7 +74,8 @@ class StreamHandler(ChatHandler):
         session = await self.gateway.chat.resolve(session_id)
         last_event_id = self._last_event_id()
         hub = self.gateway.streams
-        live = hub.open(session.stream, session.conversation_id, session.company_id, session.agent_id)
+        live = hub.open(session.stream, session.conversation_id, session.company_id, session.agent_id,
+                        self.client_ip)
         sse = SseWriter(self)
         self._live = live
         try:

@@ -25,6 +25,9 @@ def test_defaults_match_the_spec():
     assert s.webhooks.max_body_bytes == 1024 * 1024 and s.webhooks.replay_window_seconds == 300
     assert (s.limits.company_per_minute, s.limits.session_per_minute, s.limits.ip_per_minute) == (1000, 30, 100)
     assert s.chat.session_ttl_seconds == 1800 and s.chat.heartbeat_seconds == 30
+    # docs/contract.md "Public endpoints under hostile load": small bodies, slow bodies and idle connections end.
+    assert s.server.max_body_bytes == 64 * 1024
+    assert (s.server.body_timeout_seconds, s.server.idle_timeout_seconds) == (15.0, 60.0)
     assert s.node_id.endswith(":8888")
 
 
@@ -73,6 +76,9 @@ def test_spec_environment_names(tmp_path: Path):
         ({"BUZZI_SECRET_KEY": "short"}, "security.secret_key: expected at least 16 characters"),
         ({"BUZZI_INBOX_RETRY_BASE_SECONDS": "0"}, "inbox.retry_base_seconds: expected a number greater than 0"),
         ({"BUZZI_SERVER_SHUTDOWN_GRACE_SECONDS": "-1"}, "server.shutdown_grace_seconds: expected 0 or more"),
+        ({"BUZZI_SERVER_MAX_BODY_BYTES": "0"}, "server.max_body_bytes: expected a number greater than 0"),
+        ({"BUZZI_SERVER_BODY_TIMEOUT_SECONDS": "0"}, "server.body_timeout_seconds: expected a number greater than 0"),
+        ({"BUZZI_SERVER_IDLE_TIMEOUT_SECONDS": "x"}, "server.idle_timeout_seconds: expected a number"),
         ({"BUZZI_SECURITY_ALLOWED_PRIVATE_CIDRS": "10.0.0.0/8, nope"}, "security.allowed_private_cidrs: 'nope'"),
         ({"BUZZI_TEAMS_TOKEN_URL": "ftp://x"}, "channels.teams_token_url: expected an http(s):// URL"),
     ],

@@ -60,7 +60,9 @@ class AgentService:
             kind = v.choice(data.get("kind", agent.kind), "kind", AGENT_KINDS)
             changes["kind"] = kind
             given = data.get("settings", agent.settings)
-            changes["settings"] = self._settings(kind, keep_unchanged_secrets(given, agent.settings))
+            settings = self._settings(kind, keep_unchanged_secrets(given, agent.settings))
+            self._secrets_follow_urls(kind, settings, agent.settings, fresh_secrets(data.get("settings")))
+            changes["settings"] = settings
         if not changes:
             return agent
         updated = await self.store.update(Agent, agent.id, changes)
@@ -72,6 +74,19 @@ class AgentService:
         await self.store.delete_where(Webhook, agent_id=agent.id)
         await self.store.delete(Agent, agent.id)
 
+    def _secrets_follow_urls(self, kind: str, settings: dict[str, Any], current: dict[str, Any],
+                             fresh: set[str]) -> None:
+        """A stored secret may only go on to a URL it was entered for: when a URL it is sent to
+        changes, every secret must be typed again in the same request. Otherwise a company admin
+        could point an owner-set OpenAI key at their own host and read it there."""
+        url_keys = self.agents.runner(kind).url_settings
+        if all(settings.get(key) == current.get(key) for key in url_keys):
+            return
+        for key in Agent.SECRET_SETTINGS:
+            if settings.get(key) and key not in fresh:
+                urls = " or ".join(f"settings.{k}" for k in url_keys)
+                raise Invalid(f"settings.{key}", f"must be entered again when {urls} changes")
+
     def _settings(self, kind: str, settings: Any) -> dict[str, Any]:
         if settings is None:
             settings = {}
@@ -81,6 +96,14 @@ class AgentService:
             field = exc.field if exc.field.startswith(("settings", "kind")) else f"settings.{exc.field}"
             message = str(exc).removeprefix(f"{exc.field}: ")
             raise Invalid(field, message) from None
+
+
+def fresh_secrets(given: Any) -> set[str]:
+    """The secret settings this request typed in (not a redacted value sent back, not left out)."""
+    if not isinstance(given, dict):
+        return set()
+    return {key for key in Agent.SECRET_SETTINGS
+            if isinstance(given.get(key), str) and given[key] and ELLIPSIS not in given[key]}
 
 
 def keep_unchanged_secrets(given: Any, current: dict[str, Any]) -> Any:

@@ -1,45 +1,57 @@
-"""Admin login and token checks. Failed logins are throttled per IP and per account on the shared
-broker, so the limit holds across the cluster."""
+"""Admin login, token checks and the end of sessions.
+
+A token is refused (401) when its signature or expiry is wrong, its user is gone or disabled, its
+session version is not the user's current one (logout everywhere, a password, role or company
+change, disabling), or its id was revoked by a logout (kept in the broker's KeyValue, for every
+node, until the token would have expired anyway). The user is read from the store on every request
+anyway, so the version check costs nothing more and is never stale."""
 
 from __future__ import annotations
 
 import asyncio
-import math
+import hmac
 from typing import Any
 
 from buzzi import clock
-from buzzi.auth import InvalidToken, Principal, TokenService
+from buzzi.admin import validation as v
+from buzzi.admin.login_guard import LoginGuard
+from buzzi.auth import InvalidToken, Principal, TokenService, new_session_version
 from buzzi.broker.base import KeyValue
 from buzzi.crypto import hash_password, sha256_hex, verify_password
-from buzzi.errors import Throttled, Unauthorized
+from buzzi.errors import Unauthorized
 from buzzi.models import User
-from buzzi.ratelimit import RateLimited, RateLimiter
 from buzzi.store.base import Store
 
 # Verified against when the e-mail is unknown, so the answer takes as long as for a wrong password.
 _DUMMY_HASH = hash_password("buzzi-dummy-password-for-timing")
+# Between the JWT and the nonce in the dashboard cookie; never in a JWT (base64url and dots).
+SESSION_SEP = "~"
+# Tokens are checked without leeway; the revocation outlives the expiry a little for clock skew.
+REVOCATION_MARGIN = 60.0
 
 
 class AdminAuth:
-    def __init__(self, store: Store, broker: KeyValue, limiter: RateLimiter, tokens: TokenService,
-                 attempts_per_minute: int) -> None:
+    def __init__(self, store: Store, broker: KeyValue, tokens: TokenService, guard: LoginGuard) -> None:
         self.store = store
         self.broker = broker
-        self.limiter = limiter
         self.tokens = tokens
-        self.attempts = attempts_per_minute
+        self.guard = guard
 
     async def login(self, email: Any, password: Any, ip: str) -> tuple[str, float]:
         """(token, expires_at); Unauthorized with one message for every bad credential."""
         email = email.strip().lower() if isinstance(email, str) else ""
         password = password if isinstance(password, str) else ""
-        keys = self._keys(email, ip)
-        await self._refuse_if_locked(keys)
-        user = await self._find(email) if email else None
+        account = sha256_hex(email)[:32]
+        await self.guard.check(account, ip)
+        user = await self.store.find_one(User, email=email) if email else None
         # scrypt costs ~50 ms of CPU: off the event loop, so open streams do not stall.
         ok = await asyncio.to_thread(verify_password, password, user.password_hash if user else _DUMMY_HASH)
         if user is None or not ok:
-            await self._count_failure(keys)
+            await self.guard.failed(account, ip)
+            raise Unauthorized("Invalid credentials")
+        await self.guard.succeeded(account, ip)
+        if user.disabled:
+            # Told apart only once the password is right: a disabled account is no oracle for guessing.
             raise Unauthorized("Invalid credentials")
         return self.tokens.issue(user)
 
@@ -49,55 +61,53 @@ class AdminAuth:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized()
+        return await self._principal(token.strip())
+
+    def session_cookie(self, token: str) -> str:
+        """The dashboard cookie for a freshly issued token: the token and its bound nonce."""
+        return f"{token}{SESSION_SEP}{self.tokens.session_nonce(self.tokens.verify(token).token_id)}"
+
+    async def authenticate_session(self, cookie: str) -> Principal:
+        """The principal of a dashboard cookie; Unauthorized unless its nonce is the one bound to its token."""
+        token, sep, nonce = cookie.partition(SESSION_SEP)
+        if not token or not sep or not nonce:
+            raise Unauthorized()
         try:
-            claims = self.tokens.verify(token.strip())
+            claims = self.tokens.verify(token)
+        except InvalidToken:
+            raise Unauthorized() from None
+        if not hmac.compare_digest(nonce.encode(), self.tokens.session_nonce(claims.token_id).encode()):
+            raise Unauthorized()
+        return await self._principal(token)
+
+    async def logout(self, principal: Principal, everywhere: bool = False) -> None:
+        """End the session this principal's token belongs to (API token or dashboard cookie alike);
+        with `everywhere`, every token of the user."""
+        ttl = max(1.0, principal.expires_at - clock.now() + REVOCATION_MARGIN)
+        await self.broker.kv_set(_revoked_key(principal.token_id), "1", ttl)
+        if everywhere:
+            await self.store.update(User, principal.user_id, {"session_version": new_session_version()})
+
+    async def _principal(self, token: str) -> Principal:
+        try:
+            claims = self.tokens.verify(token)
         except InvalidToken:
             raise Unauthorized() from None
         user = await self.store.get(User, claims.user_id)
-        if user is None:
+        if user is None or user.disabled or not hmac.compare_digest(
+                user.session_version.encode(), claims.session_version.encode()):
             raise Unauthorized()
-        return Principal(user.id, user.email, user.role, user.company_id)
-
-    async def end_session(self, session: str) -> None:
-        """Logout of a dashboard session: its token stays valid until it expires, so the session is
-        remembered as revoked (on the shared broker, for every node) until then."""
-        await self.broker.kv_set(_revoked_key(session), "1", float(self.tokens.ttl))
-
-    async def session_revoked(self, session: str) -> bool:
-        return await self.broker.kv_get(_revoked_key(session)) is not None
-
-    async def _find(self, email: str) -> User | None:
-        return await self.store.find_one(User, email=email)
-
-    def _keys(self, email: str, ip: str) -> list[tuple[str, str]]:
-        # The account key is hashed: e-mail addresses do not belong in broker key names.
-        return [("login-ip", ip or "unknown"), ("login-account", sha256_hex(email)[:32])]
-
-    async def _refuse_if_locked(self, keys: list[tuple[str, str]]) -> None:
-        # A lock is set once the failures of a window are used up; checking it before the password
-        # keeps a correct guess from being told apart while throttled.
-        now = clock.now()
-        for scope, key in keys:
-            until = await self.broker.kv_get(f"lock:{scope}:{key}")
-            if until is not None:
-                try:
-                    remaining = float(until) - now
-                except ValueError:
-                    remaining = 60.0
-                if remaining > 0:
-                    raise Throttled(max(1, math.ceil(remaining)))
-
-    async def _count_failure(self, keys: list[tuple[str, str]]) -> None:
-        try:
-            await self.limiter.check(*((scope, key, self.attempts) for scope, key in keys))
-        except RateLimited as exc:
-            until = clock.now() + exc.retry_after
-            for scope, key in keys:
-                if scope == exc.scope:
-                    await self.broker.kv_set(f"lock:{scope}:{key}", repr(until), exc.retry_after)
-            raise Throttled(exc.retry_after) from None
+        if await self.broker.kv_get(_revoked_key(claims.token_id)) is not None:
+            raise Unauthorized()
+        return Principal(user.id, user.email, user.role, user.company_id, claims.token_id, claims.expires_at)
 
 
-def _revoked_key(session: str) -> str:
-    # Hashed: the session cookie holds a bearer token, which does not belong in broker key names.
-    return f"dash-logout:{sha256_hex(session)[:40]}"
+def logout_everywhere(data: Any) -> bool:
+    """The body of `POST /api/admin/logout`: empty, or `{"everywhere": true}` to end every session of the user."""
+    data = v.body_object(data)
+    v.only(data, ("everywhere",))
+    return v.boolean(data.get("everywhere", False), "everywhere")
+
+
+def _revoked_key(token_id: str) -> str:
+    return f"token-revoked:{token_id}"

@@ -10,6 +10,7 @@ from buzzi.admin import validation as v
 from buzzi.auth import Principal
 from buzzi.errors import Forbidden
 from buzzi.ids import new_id
+from buzzi.media import delete_company_media
 from buzzi.models import (
     SUBSCRIPTION_STATUSES,
     Agent,
@@ -75,6 +76,8 @@ class CompanyService:
         scope.require_owner(principal)
         for cls in (Webhook, Agent, User, Message, Conversation, WebhookEvent):
             await self.store.delete_where(cls, company_id=company.id)
+        # After the messages: a download still running sees its message gone and drops its blob.
+        await delete_company_media(self.store, company.id)
         await self.store.delete(Company, company.id)
 
 

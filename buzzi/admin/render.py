@@ -34,7 +34,8 @@ def _times(obj: Any) -> dict[str, Any]:
 
 
 def render_user(user: User) -> dict[str, Any]:
-    return {"id": user.id, "email": user.email, "role": user.role, "companyId": user.company_id, **_times(user)}
+    return {"id": user.id, "email": user.email, "role": user.role, "companyId": user.company_id,
+            "disabled": user.disabled, **_times(user)}
 
 
 def render_company(company: Company) -> dict[str, Any]:

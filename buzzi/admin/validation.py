@@ -70,6 +70,12 @@ def password(value: Any, field: str = "password") -> str:
     return value
 
 
+def boolean(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(field, "must be true or false")
+    return value
+
+
 def optional_time(value: Any, field: str) -> float | None:
     """An ISO-8601 time, or null."""
     if value is None:

@@ -125,6 +125,8 @@ class InboundMessage:
     # Routing facts the adapter needs to answer (Teams serviceUrl and activity, Telegram
     # callback_query id, WhatsApp phone_number_id, Slack thread_ts, ...). Stored on the message.
     meta: dict[str, Any] = field(default_factory=dict)
+    # Attachments past webhooks.max_attachments, dropped by the intake (recorded on the message).
+    attachments_dropped: int = 0
 
 
 @dataclass

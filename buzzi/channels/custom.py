@@ -41,7 +41,7 @@ from buzzi.channels.base import (
     WebhookRequest,
 )
 from buzzi.channels.outbound import MediaTooLargeError, blocked_error, download, parse_retry_after, read_limited
-from buzzi.channels.payload import as_dict, as_str, compact_json
+from buzzi.channels.payload import as_dict, as_str, compact_json, json_or_none
 from buzzi.models import Webhook
 from buzzi.netguard import BlockedAddressError, NetPolicy
 from buzzi.signing import STANDARD_PREFIX, new_standard_secret, standard_headers, standard_verify
@@ -212,8 +212,8 @@ class CustomAdapter(ChannelAdapter):
                 status = response.status
                 if 200 <= status < 300:
                     try:
-                        answer = json.loads(await read_limited(response, MAX_ANSWER_BYTES) or b"{}")
-                    except (ValueError, MediaTooLargeError):
+                        answer = json_or_none(await read_limited(response, MAX_ANSWER_BYTES))
+                    except MediaTooLargeError:
                         answer = {}
                     return [as_str(as_dict(answer).get("message_id")) or event_id]
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))

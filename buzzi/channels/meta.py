@@ -31,7 +31,7 @@ from buzzi.channels.base import (
 )
 from buzzi.channels.outbound import download, parse_retry_after
 from buzzi.channels.pacing import SendLimits
-from buzzi.channels.payload import as_dict, as_float, as_str, compact_json, list_of_dicts
+from buzzi.channels.payload import as_dict, as_float, as_str, compact_json, json_or_none, list_of_dicts
 from buzzi.models import Webhook
 from buzzi.signing import hub_signature, hub_verify
 
@@ -138,10 +138,7 @@ class MetaAdapter(ChannelAdapter):
         async with session.request(method, url, json=body, allow_redirects=False,
                                    headers={"Authorization": f"Bearer {token}"}) as response:
             raw = await response.read()
-            try:
-                payload = json.loads(raw) if raw else {}
-            except ValueError:
-                payload = {}
+            payload = json_or_none(raw) or {}
             if 200 <= response.status < 300:
                 return as_dict(payload)
             raise graph_error(what, response.status, payload, response.headers.get("Retry-After"),

@@ -2,13 +2,37 @@
 
 Every adapter reads its verified body through `json_object` (usually via WebhookRequest.json, which
 parses once however many steps read it), so malformed, non-UTF-8 or absurdly nested input always
-becomes a PayloadError (a 400 answer), never another exception (a 500).
+becomes a PayloadError (a 400 answer), never another exception (a 500). Nesting is bounded before
+the decoder runs: everything downstream (dataclasses.asdict, copies, BSON, the dashboard's JSON)
+recurses once per level, and Python's stack holds about a thousand frames.
+
+Text from a channel may hold lone surrogates ("\\ud800" is valid JSON but not Unicode): they are
+replaced by U+FFFD on arrival (`valid_unicode`), so nothing stored can fail to encode later.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from itertools import accumulate
 from typing import Any
+
+# Deepest nesting accepted in a channel's JSON. Real payloads nest about ten levels (a Slack
+# block_actions payload with rich-text blocks, a Teams activity with an Adaptive Card stay under
+# 20); a hundred leaves room for any card while keeping every recursive copy far from the stack limit.
+MAX_JSON_DEPTH = 100
+
+# A JSON string, escapes included; an unterminated one runs to the end, and the possessive
+# quantifiers never give back what they matched: linear, whatever the input.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"?', re.DOTALL)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_BRACKET_STEP = [0] * 256
+_BRACKET_STEP[ord("[")] = _BRACKET_STEP[ord("{")] = 1
+_BRACKET_STEP[ord("]")] = _BRACKET_STEP[ord("}")] = -1
+# NUL goes too: SQLite compares indexed strings only up to a NUL, so a chat id holding one could
+# neither be found again nor stored twice (every later message of that chat was a 500).
+_LONE_SURROGATE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
 
 
 class PayloadError(Exception):
@@ -16,15 +40,85 @@ class PayloadError(Exception):
 
 
 def json_object(data: bytes | str) -> dict[str, Any]:
-    """The JSON object in `data`; PayloadError when it is not JSON or not an object."""
+    """The JSON object in `data`; PayloadError when it is not UTF-8 JSON, not an object, or nested
+    deeper than MAX_JSON_DEPTH."""
+    text = _utf8(data)
+    if text is None:
+        raise PayloadError("malformed JSON: not UTF-8")
+    if too_deep(data):
+        raise PayloadError(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        value = json.loads(data)
+        value = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        # ValueError covers UnicodeDecodeError; RecursionError is the decoder's answer to nesting
-        # deeper than the interpreter's stack.
+        # ValueError covers UnicodeDecodeError; RecursionError cannot happen below the depth bound
+        # but stays a 400 should the bound ever be raised past the decoder's own limit.
         raise PayloadError(f"malformed JSON: {str(exc)[:200]}") from None
     if not isinstance(value, dict):
         raise PayloadError("expected a JSON object")
+    return value
+
+
+def json_or_none(data: bytes | str) -> Any:
+    """A platform or tenant service's answer as JSON, or None when it is not JSON or too deep to
+    be anything but hostile (a tenant's callback service answers with whatever it likes)."""
+    text = _utf8(data)
+    try:
+        return json.loads(text) if text and not too_deep(data) else None
+    except (ValueError, RecursionError):
+        return None
+
+
+def _utf8(data: bytes | str) -> str | None:
+    """JSON between systems is UTF-8 (RFC 8259 §8.1). json.loads would also guess UTF-16 and
+    UTF-32 from bytes, where the depth scan's idea of a string (ASCII quotes and backslashes) no
+    longer holds: such bodies are refused instead."""
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8-sig")  # a BOM is tolerated, as json.loads did
+    except UnicodeDecodeError:
+        return None
+
+
+def too_deep(data: bytes | str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a JSON text nests brackets deeper than `limit` (brackets inside strings do not
+    count). Linear and in C; a body with fewer brackets than the limit is not even scanned."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0) > limit
+
+
+def valid_text(text: str) -> str:
+    """`text` with every lone surrogate (and NUL) replaced by U+FFFD (a search in C when there is none)."""
+    return _LONE_SURROGATE.sub(REPLACEMENT, text) if _LONE_SURROGATE.search(text) else text
+
+
+def valid_unicode(value: Any) -> Any:
+    """`value` with lone surrogates replaced in every string, dict keys included. Containers are
+    fixed in place, without recursion (parsed payloads are ours, and bounded in depth anyway)."""
+    if isinstance(value, str):
+        return valid_text(value)
+    pending = [value] if isinstance(value, dict | list) else []
+    while pending:
+        container = pending.pop()
+        if isinstance(container, list):
+            for index, item in enumerate(container):
+                if isinstance(item, str):
+                    container[index] = valid_text(item)
+                elif isinstance(item, dict | list):
+                    pending.append(item)
+            continue
+        for key, item in list(container.items()):
+            if isinstance(key, str) and (fixed := valid_text(key)) is not key:
+                del container[key]
+                container[fixed] = item
+                key = fixed
+            if isinstance(item, str):
+                container[key] = valid_text(item)
+            elif isinstance(item, dict | list):
+                pending.append(item)
     return value
 
 

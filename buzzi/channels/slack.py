@@ -261,7 +261,7 @@ def _from_event(envelope: dict[str, Any], event: dict[str, Any], bot_ids: set[st
         return None
     user, channel, ts = event["user"], event["channel"], str(event["ts"])
     attachments = _files(event)
-    text = _clean_text(str(event.get("text") or ""), bot_ids, strip_leading=event["type"] == "app_mention")
+    text = _clean_text(as_text(event.get("text")) or "", bot_ids, strip_leading=event["type"] == "app_mention")
     if not text and not attachments:
         return None
     thread_ts = as_str(event.get("thread_ts"))
@@ -295,8 +295,8 @@ def _is_from_a_person(event: dict[str, Any], bot_ids: set[str]) -> bool:
         return False
     if event.get("bot_id") or event.get("bot_profile"):
         return False
-    user = event.get("user")
-    return bool(user and event.get("channel") and as_str(event.get("ts"))) and str(user) not in bot_ids
+    user = as_str(event.get("user"))  # ids are strings: a list or object is no one's id
+    return bool(user and as_str(event.get("channel")) and as_str(event.get("ts"))) and user not in bot_ids
 
 
 def _from_block_action(payload: dict[str, Any]) -> InboundMessage | None:
@@ -314,7 +314,7 @@ def _from_block_action(payload: dict[str, Any]) -> InboundMessage | None:
         message_id=f"{channel}:action:{action.get('action_ts') or payload.get('trigger_id')}",
         chat_id=str(channel),
         sender_id=str(user["id"]),
-        sender_name=user.get("name") or user.get("username"),
+        sender_name=as_text(user.get("name")) or as_text(user.get("username")),
         text=_action_text(action),
         kind="interactive",
         thread_id=parent,
@@ -326,4 +326,4 @@ def _from_block_action(payload: dict[str, Any]) -> InboundMessage | None:
 def _action_text(action: dict[str, Any]) -> str:
     """A button's value, a menu's selected value, or the action id when it carries neither."""
     selected = as_dict(action.get("selected_option"))
-    return str(action.get("value") or selected.get("value") or action.get("action_id") or "")
+    return as_text(action.get("value")) or as_text(selected.get("value")) or as_text(action.get("action_id")) or ""

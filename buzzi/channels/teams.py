@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import quote
 
 import aiohttp
 import jwt
@@ -46,7 +46,7 @@ from buzzi.channels.base import (
 )
 from buzzi.channels.outbound import download, parse_retry_after
 from buzzi.channels.pacing import SendLimits
-from buzzi.channels.payload import as_dict, as_text, dicts_in
+from buzzi.channels.payload import as_dict, as_str, as_text, dicts_in
 from buzzi.clock import parse_iso
 from buzzi.config import ChannelSettings
 from buzzi.models import Webhook
@@ -61,8 +61,6 @@ TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 AT_RE = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
 TAG_RE = re.compile(r"<[^>]+>")
 RETRYABLE_STATUSES = {412, 429, 500, 502, 503, 504}
-# Where the bot's Bearer token may go when fetching an inline image besides the activity's serviceUrl.
-MICROSOFT_HOST_SUFFIXES = (".botframework.com", ".trafficmanager.net", ".skype.com", ".teams.microsoft.com")
 
 
 class BotFrameworkKeys:
@@ -189,19 +187,12 @@ class TeamsAdapter(ChannelAdapter):
         if alg not in ALGORITHMS or not isinstance(kid, str):
             raise VerificationError("unsupported token algorithm or no kid")
         try:
-            activity = request.json()  # parsed once: parse() reads the same object
-        except PayloadError:
-            raise VerificationError("body is not an activity: serviceUrl cannot be checked") from None
-        try:
             key = await self.keys.get(kid)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.warning("teams: cannot fetch Bot Framework keys: %s", exc.__class__.__name__)
             raise VerificationError("signing keys unavailable") from None
         if key is None:
             raise VerificationError("unknown signing key")
-        endorsements = key.get("endorsements")
-        if isinstance(endorsements, list) and activity.get("channelId") not in endorsements:
-            raise VerificationError("signing key not endorsed for this channel")
         try:
             public = jwt.PyJWK(key, algorithm=alg).key
             claims = jwt.decode(token, public, algorithms=[alg], audience=webhook.credentials.get("appId"),
@@ -209,6 +200,15 @@ class TeamsAdapter(ChannelAdapter):
                                 options={"require": ["exp", "iss", "aud"]})
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise VerificationError(f"invalid token: {exc.__class__.__name__}") from None
+        # The body is parsed only once Microsoft's signature holds: nothing an anonymous sender
+        # posts reaches the JSON decoder.
+        try:
+            activity = request.json()  # parsed once: parse() reads the same object
+        except PayloadError:
+            raise VerificationError("body is not an activity: serviceUrl cannot be checked") from None
+        endorsements = key.get("endorsements")
+        if isinstance(endorsements, list) and activity.get("channelId") not in endorsements:
+            raise VerificationError("signing key not endorsed for this channel")
         if not activity.get("serviceUrl") or claims.get("serviceurl") != activity.get("serviceUrl"):
             raise VerificationError("serviceurl claim does not match the activity")
 
@@ -239,16 +239,15 @@ class TeamsAdapter(ChannelAdapter):
 
     async def download_media(self, webhook: Webhook, attachment: Attachment) -> tuple[bytes, str | None]:
         """Personal-chat files come as pre-authorised (tempauth) URLs: no token goes there. Inline
-        images need the bot token, sent only to the activity's service host or Microsoft hosts."""
+        images need the bot token, sent only to the origin of the activity's serviceUrl, the one
+        the JWT's `serviceurl` claim vouched for (docs/channels.md §7.5). No host suffix is trusted:
+        anyone can create a *.trafficmanager.net name, and an activity's contentUrl may name any."""
         url = attachment.url or ""
-        parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        origin = _origin(url)
+        if origin is None:
             raise SendError("attachment has no downloadable URL", retryable=False)
         headers: dict[str, str] = {}
-        host = parsed.hostname.lower()
-        if not attachment.extra.get("tempauth") and (
-            host == attachment.extra.get("service_host") or host.endswith(MICROSOFT_HOST_SUFFIXES)
-        ):
+        if not attachment.extra.get("tempauth") and origin == attachment.extra.get("service_origin"):
             headers["Authorization"] = f"Bearer {await self._token(webhook)}"
         try:
             # contentUrl comes from the activity, which may point anywhere: a tenant session.
@@ -365,7 +364,19 @@ def _clean_text(text: str, bot_names: set[str]) -> str:
     return re.sub(r"[ \t]{2,}", " ", html.unescape(text).replace("\xa0", " ")).strip()
 
 
-def _attachments(activity: dict[str, Any], service_host: str | None) -> list[Attachment]:
+def _origin(url: Any) -> str | None:
+    """scheme://host:port of an http(s) URL as aiohttp will read it (yarl, not urllib: one parser
+    for the check and the request); None for anything else."""
+    try:
+        parsed = yarl.URL(url) if isinstance(url, str) else None
+    except (ValueError, TypeError):
+        return None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        return None
+    return f"{parsed.scheme}://{parsed.host.lower()}:{parsed.port}"
+
+
+def _attachments(activity: dict[str, Any], service_origin: str | None) -> list[Attachment]:
     found: list[Attachment] = []
     for item in dicts_in(activity.get("attachments")):
         ctype = str(item.get("contentType") or "")
@@ -377,20 +388,21 @@ def _attachments(activity: dict[str, Any], service_host: str | None) -> list[Att
         elif ctype.startswith(("image/", "audio/", "video/")) and item.get("contentUrl"):
             found.append(Attachment(kind=ctype.split("/", 1)[0], mime_type=ctype, name=item.get("name"),
                                     url=item["contentUrl"],
-                                    extra={"service_host": service_host} if service_host else {}))
+                                    extra={"service_origin": service_origin} if service_origin else {}))
         # text/html duplicates `text`; cards are the bot's own or carry data in `value`.
     return found
 
 
 def _from_activity(activity: dict[str, Any]) -> InboundMessage | None:
     sender, bot, conversation = (as_dict(activity.get(key)) for key in ("from", "recipient", "conversation"))
-    if not activity.get("id") or not sender.get("id") or not conversation.get("id"):
+    # Ids and text are strings on the wire: anything else would be stored as its Python repr.
+    if not as_str(activity.get("id")) or not as_str(sender.get("id")) or not as_str(conversation.get("id")):
         return None
     if bot.get("id") and sender.get("id") == bot.get("id"):
         return None  # our own activity echoed back
-    text = _clean_text(str(activity.get("text") or ""), _bot_names(activity, bot) - {""})
-    service_url = str(activity.get("serviceUrl") or "")
-    attachments = _attachments(activity, urlparse(service_url).hostname)
+    text = _clean_text(as_text(activity.get("text")) or "", _bot_names(activity, bot) - {""})
+    service_url = as_text(activity.get("serviceUrl")) or ""
+    attachments = _attachments(activity, _origin(service_url))
     value = activity.get("value")
     kind, text = _kind_and_text(text, value, attachments)
     if not text and not attachments:

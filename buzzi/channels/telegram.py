@@ -36,7 +36,7 @@ from buzzi.channels.base import (
 )
 from buzzi.channels.outbound import MediaTooLargeError, download
 from buzzi.channels.pacing import SendLimits
-from buzzi.channels.payload import as_dict, as_float, as_text, compact_json
+from buzzi.channels.payload import as_dict, as_float, as_str, as_text, compact_json
 from buzzi.models import Webhook
 
 log = logging.getLogger(__name__)
@@ -271,14 +271,15 @@ def _name(user: dict[str, Any]) -> str | None:
 
 def _person(sender: Any, bot_id: int | None) -> dict[str, Any] | None:
     """The sender when a reply may go to them: not another bot, not ourselves (no reply loops)."""
-    if not isinstance(sender, dict) or "id" not in sender or sender.get("is_bot"):
+    # Ids are numbers on the wire: anything else (null, a list) would be stored as its Python repr.
+    if not isinstance(sender, dict) or not as_str(sender.get("id")) or sender.get("is_bot"):
         return None
     return None if bot_id is not None and sender["id"] == bot_id else sender
 
 
 def _chat(msg: dict[str, Any]) -> dict[str, Any] | None:
     chat = msg.get("chat")
-    return chat if isinstance(chat, dict) and chat.get("id") not in (None, "") else None
+    return chat if isinstance(chat, dict) and as_str(chat.get("id")) else None
 
 
 def _attachments(msg: dict[str, Any]) -> list[Attachment]:
@@ -349,7 +350,7 @@ def _from_callback(query: dict[str, Any], update_id: int, bot_id: int | None) ->
         chat_id=str(chat["id"]),
         sender_id=str(sender["id"]),
         sender_name=_name(sender),
-        text=str(query.get("data") or ""),
+        text=as_text(query.get("data")) or "",
         kind="interactive",
         reply_to_id=str(msg["message_id"]) if "message_id" in msg else None,
         attachments=[],

@@ -30,7 +30,7 @@ from buzzi.channels.base import (
 from buzzi.channels.meta import GRAPH_ID, TOKEN, ErrorClasses, MetaAdapter, require_field
 from buzzi.channels.outbound import USER_AGENT, MediaTooLargeError, download
 from buzzi.channels.pacing import SendLimits
-from buzzi.channels.payload import as_dict, as_float, as_str, list_of_dicts
+from buzzi.channels.payload import as_dict, as_float, as_str, as_text, list_of_dicts
 from buzzi.models import Webhook
 
 log = logging.getLogger("buzzi.channels")
@@ -143,9 +143,9 @@ class WhatsAppAdapter(MetaAdapter):
         """(text, attachments, meta) of one message body, or None when it has nothing to answer."""
         body = as_dict(item.get(kind))
         if kind == "text":
-            return str(body.get("body") or ""), [], {}
+            return as_text(body.get("body")) or "", [], {}
         if kind in MEDIA_TYPES:
-            return str(body.get("caption") or ""), [self._media(kind, body)], {}
+            return as_text(body.get("caption")) or "", [self._media(kind, body)], {}
         if kind == "location":
             return self._location(body)
         if kind == "interactive":
@@ -154,7 +154,7 @@ class WhatsAppAdapter(MetaAdapter):
             title = as_str(reply.get("title")) or as_str(reply.get("body")) or ""
             return title, [], {"interactive_type": reply_type, "payload": as_str(reply.get("id"))}
         if kind == "button":
-            return str(body.get("text") or ""), [], {"payload": as_str(body.get("payload"))}
+            return as_text(body.get("text")) or "", [], {"payload": as_str(body.get("payload"))}
         if kind == "contacts":
             people = [as_dict(c.get("name")).get("formatted_name") for c in list_of_dicts(item, "contacts", "message")]
             return ", ".join(p for p in people if isinstance(p, str)), [], {}

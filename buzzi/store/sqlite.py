@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 from buzzi.crypto import SecretBox
 from buzzi.models import WebhookEvent
 from buzzi.store.base import INDEXES, DuplicateKey, Store, StoreUnavailable
+from buzzi.store.private_files import make_private
 from buzzi.store.steps import FindOne, Insert, Step, Steps, run_steps
 
 R = TypeVar("R")
@@ -303,7 +304,10 @@ class SQLiteStore(Store):
         if self._thread is not None:
             return
         if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                make_private(Path(self._path))  # 0700 directory, 0600 database (and -wal/-shm)
+            except OSError as exc:
+                raise StoreUnavailable(f"cannot open SQLite database {self._path}: {exc.strerror}") from None
 
         def connect() -> sqlite3.Connection:
             conn = sqlite3.connect(

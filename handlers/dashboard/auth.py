@@ -48,7 +48,7 @@ class LoginPage(PublicDashboardHandler):
 
 class LogoutPage(DashboardHandler):
     async def post(self) -> None:
-        await self.end_session()
+        await self.end_session(everywhere=self.get_body_argument("everywhere", "") == "1")
         self.redirect(f"{LOGIN_URL}?flash=logged-out", status=303)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from buzzi.admin.render import redact
 from buzzi.channels.base import ChannelAdapter
 from buzzi.errors import Invalid, ServiceError
 from buzzi.models import Agent
@@ -91,10 +92,12 @@ def agent_form(handler: DashboardHandler, current: Agent | None) -> dict[str, An
     kind = handler.field("kind", current.kind if current else "faq")
     settings = _agent_settings(handler, kind)
     # Secret settings are never sent back to the browser: left blank on an edit, the stored one stays.
+    # Passed on redacted, as the JSON API gets it back, so the service's rules hold here too: a blank
+    # secret with a changed URL is refused (the stored secret must not follow a URL to a new host).
     if current is not None and current.kind == kind:
         for key in AGENT_SECRET_SETTINGS.get(kind, ()):
             if not settings.get(key) and current.settings.get(key):
-                settings[key] = current.settings[key]
+                settings[key] = redact(current.settings[key])
     return {"name": handler.field("name"), "status": handler.field("status", "active"), "kind": kind,
             "settings": settings, "allowedOrigins": lines(handler.field("allowedOrigins"))}
 

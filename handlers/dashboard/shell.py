@@ -33,7 +33,6 @@ from handlers.templating import render
 
 SESSION_COOKIE = "buzzi_admin"
 LOGIN_CSRF_COOKIE = "buzzi_login_csrf"
-NONCE_SEP = "~"  # never in a JWT (base64url and dots)
 CSRF_FIELD = "_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
@@ -100,9 +99,10 @@ class DashboardHandler(BaseHandler):
         return self.request.protocol == "https" or self.gateway.settings.server.public_url.startswith("https:")
 
     def set_session(self, token: str, expires_at: float) -> None:
-        """The cookie is the admin token plus a random nonce: two logins within the same second get
-        the same JWT, but never the same session (its CSRF token and its logout are its own)."""
-        value = f"{token}{NONCE_SEP}{secrets.token_urlsafe(18)}"
+        """The cookie is the admin token plus the nonce bound to it (buzzi.admin.auth): a bare JWT or
+        one with a made-up nonce is no session. Each login's token has its own id, so each session
+        has its own CSRF token and its own logout."""
+        value = self.admin.auth.session_cookie(token)
         self.set_cookie(SESSION_COOKIE, value, path="/admin", httponly=True, samesite="Strict",
                         secure=self.secure_cookies, max_age=max(1, int(expires_at - clock.now())))
 
@@ -110,21 +110,18 @@ class DashboardHandler(BaseHandler):
         self.clear_cookie(SESSION_COOKIE, path="/admin", httponly=True, samesite="Strict",
                           secure=self.secure_cookies)
 
-    async def end_session(self) -> None:
+    async def end_session(self, everywhere: bool = False) -> None:
+        """Logout: the token behind the cookie is revoked (as a Bearer token too); `everywhere` ends
+        every session of the user."""
         if self.session:
-            await self.admin.auth.end_session(self.session)
+            await self.admin.auth.logout(self.principal, everywhere)
         self.clear_session()
 
     async def _authenticate(self) -> Principal | None:
         session = self.get_cookie(SESSION_COOKIE) or ""
-        token, sep, nonce = session.partition(NONCE_SEP)
-        if not token or not sep or not nonce:
-            return None
         try:
-            principal = await self.admin.auth.authenticate(f"Bearer {token}")
+            principal = await self.admin.auth.authenticate_session(session)
         except Unauthorized:
-            return None
-        if await self.admin.auth.session_revoked(session):
             return None
         self.session = session
         return principal

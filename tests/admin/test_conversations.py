@@ -20,12 +20,14 @@ from tests.admin.helpers import (
 from tests.support.gateway import RunningGateway
 from tests.support.sse import collect_until_terminal
 from tests.support.waiting import wait_until
+from tests.support.web_sessions import store_conversation
 
 
 async def web_chat(gw: RunningGateway, owner: str, name: str = "Acme") -> tuple[str, str, dict]:
     cid = (await create_company(gw, owner, name))["id"]
     aid = (await create_agent(gw, owner, cid))["id"]
     session = await call(gw, "POST", "/api/chat/sessions", None, {"companyId": cid, "agentId": aid}, 201)
+    await store_conversation(gw, session, cid, aid)  # as its first message would
     return cid, aid, session
 
 

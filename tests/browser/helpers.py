@@ -11,6 +11,10 @@ from typing import Any
 from aiohttp import web
 from playwright.async_api import Page
 
+from buzzi.models import Conversation
+from tests.support.gateway import RunningGateway
+from tests.support.web_sessions import store_conversation
+
 # Records, on every DOM change in the widget, the last assistant bubble's text and the status line,
 # so a test can tell that partial text or thinking/tool activity was shown at some point.
 RECORDER = """() => {
@@ -33,6 +37,15 @@ async def wait_for_session(page: Page, company_id: str, agent_id: str) -> str:
     key = session_key(company_id, agent_id)
     handle = await page.wait_for_function("k => localStorage.getItem(k)", arg=key)
     return await handle.json_value()
+
+
+async def widget_conversation(gw: RunningGateway, sid: str, company_id: str, agent_id: str) -> Conversation:
+    """The conversation of the widget's session, stored as its first message would store it: a new
+    session stores nothing until then (buzzi/chat.py), and these tests act on it before."""
+    status, history, _ = await gw.request("GET", f"/api/chat/{sid}/messages")
+    assert status == 200, history
+    session = {"sessionId": sid, "conversationId": history["conversationId"]}
+    return await store_conversation(gw, session, company_id, agent_id)
 
 
 async def ask(page: Page, text: str) -> None:

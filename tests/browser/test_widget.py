@@ -18,6 +18,7 @@ from tests.browser.helpers import (
     seen,
     session_key,
     wait_for_session,
+    widget_conversation,
 )
 from tests.support.gateway import running_gateway
 from tests.support.waiting import wait_until
@@ -74,8 +75,8 @@ async def test_markup_in_messages_is_shown_as_text(demo_gw, page):
 
 async def test_human_takeover_and_reply_show_as_a_person(demo_gw, page):
     await page.goto(demo_gw.base_url + "/demo")
-    await wait_for_session(page, *demo_gw.gateway.demo)
-    conversation = (await demo_gw.store.find(Conversation))[0]
+    sid = await wait_for_session(page, *demo_gw.gateway.demo)
+    conversation = await widget_conversation(demo_gw, sid, *demo_gw.gateway.demo)
     conversations = demo_gw.gateway.conversations
 
     await conversations.handover(conversation, "take", "admin")
@@ -136,8 +137,8 @@ async def test_too_many_messages_asks_to_slow_down(make_settings, page):
 
 async def test_an_interrupted_answer_is_discarded_for_the_fresh_one(demo_gw, page):
     await page.goto(demo_gw.base_url + "/demo")
-    await wait_for_session(page, *demo_gw.gateway.demo)
-    conversation = (await demo_gw.store.find(Conversation))[0]
+    sid = await wait_for_session(page, *demo_gw.gateway.demo)
+    conversation = await widget_conversation(demo_gw, sid, *demo_gw.gateway.demo)
     stream = conversation_stream(conversation.id)
     publish = demo_gw.gateway.broker.publish
     # What a node that takes over a dead node's message sends (buzzi/processing.py).
@@ -169,8 +170,8 @@ async def test_events_trimmed_while_offline_are_fetched_from_history(make_settin
     async with running_gateway(make_settings, chat={"create_demo": True, "retry_ms": 200},
                                broker={"event_log_size": 3}) as gw:
         await page.goto(gw.base_url + "/demo")
-        await wait_for_session(page, *gw.gateway.demo)
-        conversation = (await gw.store.find(Conversation))[0]
+        sid = await wait_for_session(page, *gw.gateway.demo)
+        conversation = await widget_conversation(gw, sid, *gw.gateway.demo)
         stream = conversation_stream(conversation.id)
 
         await page.route("**/stream*", lambda route: route.abort())  # the network drops

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
+import aiohttp
 import jwt
 import pytest
+from aiohttp.abc import AbstractResolver
 
 from buzzi.channels.base import (
     Attachment,
@@ -244,7 +247,8 @@ def test_parse_attachments(adapter: TeamsAdapter, bf: FakeTeams) -> None:
     doc, image = msg.attachments
     assert (doc.kind, doc.url, doc.name, doc.extra["tempauth"]) == (
         "document", "https://download.link/x", "file_example.txt", True)
-    assert (image.kind, image.mime_type, image.extra["service_host"]) == ("image", "image/png", "127.0.0.1")
+    assert (image.kind, image.mime_type) == ("image", "image/png")
+    assert image.extra["service_origin"] == f"http://127.0.0.1:{bf.port}"  # the verified serviceUrl's origin
     assert msg.kind == "document"
 
 
@@ -373,6 +377,51 @@ async def test_download_media_token_only_where_needed(adapter: TeamsAdapter, bf:
     assert await adapter.download_media(webhook(), tempauth) == (b"file body", "text/plain")
     assert "authorization" not in bf.calls("/files/tempauth.txt")[0].headers
     image = Attachment(kind="image", mime_type="image/png", url=f"{bf.service_url}v3/attachments/a/views/original",
-                       extra={"service_host": "127.0.0.1"})
+                       extra={"service_origin": f"http://127.0.0.1:{bf.port}"})
     assert await adapter.download_media(webhook(), image) == (b"\x89PNG", "image/png")
     assert bf.calls("/views/original")[0].headers["authorization"] == "Bearer bf-token-1"
+
+
+class EveryNameIsLocal(AbstractResolver):
+    """The test's host resolution: any name (evil.trafficmanager.net too) reaches the fake on 127.0.0.1."""
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
+        return [{"hostname": host, "host": "127.0.0.1", "port": port, "family": socket.AF_INET, "proto": 0,
+                 "flags": socket.AI_NUMERICHOST}]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_the_token_goes_only_to_the_verified_service_origin(adapter: TeamsAdapter, bf: FakeTeams) -> None:
+    """Any Azure customer can create a *.trafficmanager.net name, and an activity's contentUrl can
+    name any host: only the origin of the JWT-checked serviceUrl gets the bot token."""
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=EveryNameIsLocal()))
+    adapter.http._sessions[("teams", True)] = session  # the tenant session media downloads use
+    port = bf.port
+    urls = {
+        "service": f"{bf.service_url}v3/attachments/a/views/original",
+        "evil": f"http://evil.trafficmanager.net:{port}/evil/views/original",
+        "smba": f"http://smba.trafficmanager.net:{port}/smba/views/original",  # not this activity's service
+        "userinfo": f"http://127.0.0.1:{port}@evil.trafficmanager.net:{port}/userinfo/views/original",
+        "other_port": f"http://127.0.0.1:{port + 1 if port < 65535 else port - 1}/other/views/original",
+        "https": f"https://127.0.0.1:{port}/https/views/original",
+    }
+    body = activity(bf, text="", attachments=[{"contentType": "image/png", "contentUrl": url} for url in urls.values()])
+    images = parse_one(adapter, body).attachments
+    assert len(images) == len(urls)
+    for name in ("service", "evil", "smba", "userinfo"):
+        bf.script(f"/{name}/views/original" if name != "service" else "/a/views/original",
+                  Answer(body=b"\x89PNG", content_type="image/png"))
+    for image in images:
+        try:
+            await adapter.download_media(webhook(), image)
+        except SendError:
+            pass  # other_port and https reach nothing: what matters is what was sent where
+    await session.close()
+    sent = {r.path.split("/")[1] if "/amer/" not in r.path else "service": r.headers.get("authorization")
+            for r in bf.requests if r.path.endswith("/views/original")}
+    assert set(sent) == {"service", "evil", "smba", "userinfo"}
+    assert sent.pop("service") == "Bearer bf-token-1"
+    # (aiohttp turns the userinfo trick's "127.0.0.1:port@" into Basic auth: the URL's own words, no token)
+    assert not any(value and "bf-token" in value for value in sent.values()), sent

@@ -49,8 +49,9 @@ async def test_open_streams_per_session_are_capped(make_settings: Callable[..., 
             assert (await open_stream(gw, sid, stack)).status == 200
 
 
-async def test_session_creation_counts_against_the_company_limit(make_settings: Callable[..., Settings]) -> None:
-    async with running_gateway(make_settings, limits={"company_per_minute": 3}) as gw:
+async def test_session_creation_has_its_own_company_budget(make_settings: Callable[..., Settings]) -> None:
+    limits = {"company_per_minute": 3, "sessions_per_company_per_minute": 3}
+    async with running_gateway(make_settings, limits=limits) as gw:
         agent = await create_faq_agent(gw)
         body = {"companyId": agent.company_id, "agentId": agent.id}
         results = [await gw.request("POST", "/api/chat/sessions", json_body=body) for _ in range(4)]
@@ -59,10 +60,11 @@ async def test_session_creation_counts_against_the_company_limit(make_settings: 
         assert refused["error"] == "Rate limit exceeded" and refused["retryAfter"] >= 1
         assert int(headers["Retry-After"]) == refused["retryAfter"]
 
-        # Messages share the company's budget, which the sessions used up.
+        # The sessions spent none of the company's message budget: all of it is still there.
         sid = results[0][1]["sessionId"]
-        status, _, _ = await gw.request("POST", f"/api/chat/{sid}/message", json_body={"content": "hello"})
-        assert status == 429
+        statuses = [(await gw.request("POST", f"/api/chat/{sid}/message", json_body={"content": f"hi {i}"}))[0]
+                    for i in range(4)]
+        assert statuses == [202, 202, 202, 429]
 
         # Another company has its own budget; a request refused before counting spends none of it.
         other = await create_faq_agent(gw)

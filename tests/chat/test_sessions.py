@@ -73,6 +73,9 @@ async def test_unknown_session_is_401(gw):
 async def test_session_resumes_from_store_after_ttl_within_24h(make_settings):
     async with running_gateway(make_settings, chat={"session_ttl_seconds": 1}) as gw:
         sid = (await new_session(gw, await create_faq_agent(gw)))["sessionId"]
+        # A session's conversation is stored with its first message (an unused one ends with its TTL).
+        status, _, _ = await gw.request("POST", f"/api/chat/{sid}/message", json_body={"content": "hello"})
+        assert status == 202
         await asyncio.sleep(1.2)  # the cached session expires: the store still knows the conversation
         status, _, _ = await gw.request("GET", f"/api/chat/{sid}/messages")
         assert status == 200

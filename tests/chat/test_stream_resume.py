@@ -15,7 +15,6 @@ from buzzi.broker.redis import STREAM_CHANNEL, RedisBroker
 from buzzi.chat import conversation_stream
 from buzzi.config import Settings
 from buzzi.metrics import Metrics
-from buzzi.models import Conversation
 from buzzi.streams import StreamHub
 from tests.chat.conftest import create_faq_agent, new_session
 from tests.support.brokers import broker_settings
@@ -43,9 +42,8 @@ async def short_lived(make_settings: Callable[..., Settings]) -> AsyncIterator[R
 
 async def session_stream(gw: RunningGateway) -> tuple[str, str]:
     agent = await create_faq_agent(gw)
-    sid = (await new_session(gw, agent))["sessionId"]
-    conversation = await gw.store.find_one(Conversation, agent_id=agent.id)
-    return sid, conversation_stream(conversation.id)
+    session = await new_session(gw, agent)
+    return session["sessionId"], conversation_stream(session["conversationId"])
 
 
 @pytest.mark.parametrize(("headers", "query"), [

@@ -12,6 +12,7 @@ from tests.chat.conftest import new_session
 from tests.support.gateway import running_gateway
 from tests.support.sse import collect_until_terminal, read_sse
 from tests.support.waiting import wait_until
+from tests.support.web_sessions import store_conversation
 
 
 async def ask(gw, sid: str, content: str, last_event_id: str | None = None) -> list:
@@ -113,8 +114,9 @@ async def test_handover_keeps_the_bot_silent_until_released(gw, faq_agent):
 
 
 async def test_interrupted_attempt_is_announced_then_answered_once(gw, faq_agent):
-    sid = (await new_session(gw, faq_agent))["sessionId"]
-    conversation = await gw.store.find_one(Conversation, agent_id=faq_agent.id)
+    session = await new_session(gw, faq_agent)
+    sid = session["sessionId"]
+    conversation = await store_conversation(gw, session, faq_agent.company_id, faq_agent.id)
     # A message a dead node claimed: its lease ran out.
     message = Message(id=new_id("message"), conversation_id=conversation.id, company_id=faq_agent.company_id,
                       agent_id=faq_agent.id, role="user", content="How do returns work?", state=PROCESSING,

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from buzzi.auth import Principal
-from buzzi.errors import NotFound
+from buzzi.errors import NotFound, Unauthorized
 from buzzi.models import Webhook, WebhookEvent
 from tests.admin.helpers import call, create_agent, create_company, create_webhook
 from tests.support.gateway import RunningGateway
+from tests.support.web_sessions import store_conversation
 
 OWNER = Principal("u_owner", "owner@example.test", "owner", None)
 
@@ -57,6 +58,7 @@ async def test_one_delivery_only_under_its_own_webhook(gw: RunningGateway) -> No
 async def test_live_views_keep_to_the_tenant(gw: RunningGateway) -> None:
     a, _, b, b_agent = await two_tenants(gw)
     session = await call(gw, "POST", "/api/chat/sessions", None, {"companyId": b, "agentId": b_agent}, 201)
+    await store_conversation(gw, session, b, b_agent)  # as its first message would
     live = gw.gateway.admin.live
     assert await live.company_names(admin_of(a), [a, b]) == {a: "Acme", b: b}
     assert await live.company_names(OWNER, [b, "c_gone"]) == {b: "Globex", "c_gone": "c_gone"}
@@ -68,10 +70,17 @@ async def test_live_views_keep_to_the_tenant(gw: RunningGateway) -> None:
 
 async def test_a_logged_out_session_is_revoked_and_no_other(gw: RunningGateway) -> None:
     auth = gw.gateway.admin.auth
-    assert not await auth.session_revoked("token~nonce-1")
-    await auth.end_session("token~nonce-1")
-    assert await auth.session_revoked("token~nonce-1")
-    assert not await auth.session_revoked("token~nonce-2")
+    first, second = await gw.login(), await gw.login()
+    one, two = auth.session_cookie(first), auth.session_cookie(second)
+    principal = await auth.authenticate_session(one)
+    assert (await auth.authenticate_session(two)).user_id == principal.user_id
+    await auth.logout(principal)
+    for revoked in (one, f"{first}~another-nonce"):
+        with pytest.raises(Unauthorized):
+            await auth.authenticate_session(revoked)
+    with pytest.raises(Unauthorized):
+        await auth.authenticate(f"Bearer {first}")
+    assert (await auth.authenticate_session(two)).user_id == principal.user_id
 
 
 async def test_test_events_are_offered_where_the_adapter_can_sign_one(gw: RunningGateway) -> None:

@@ -16,6 +16,7 @@ from tests.dashboard.client import DashboardClient
 from tests.support.gateway import RunningGateway
 from tests.support.sse import SseEvent, read_sse
 from tests.support.waiting import wait_until
+from tests.support.web_sessions import store_conversation
 
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -23,8 +24,10 @@ XSS = "<img src=x onerror=alert(1)>"
 async def web_chat(gw: RunningGateway, token: str, name: str) -> tuple[str, str, dict]:
     cid = (await create_company(gw, token, name))["id"]
     aid = (await create_agent(gw, token, cid))["id"]
+    customer = {"name": f"Customer of {name}"}
     session = await call(gw, "POST", "/api/chat/sessions", None,
-                         {"companyId": cid, "agentId": aid, "customer": {"name": f"Customer of {name}"}}, 201)
+                         {"companyId": cid, "agentId": aid, "customer": customer}, 201)
+    await store_conversation(gw, session, cid, aid, customer)  # as its first message would
     return cid, aid, session
 
 

@@ -56,13 +56,13 @@ async def test_wrong_password_shows_a_friendly_error_and_no_session(clients) -> 
     assert (await client.get("/admin/companies")).url.split("?")[0].endswith("/admin/login")
 
 
-async def test_login_is_throttled_per_account(make_settings) -> None:
+async def test_login_is_throttled_per_address(make_settings) -> None:
     async with running_gateway(make_settings, security={"login_attempts_per_minute": 3}) as gw, new_http() as http:
         client = DashboardClient(gw, http)
         statuses = [(await client.login(password=f"wrong-{i}", expect=None)).status for i in range(4)]
         assert statuses == [401, 401, 401, 429]
         assert "Too many attempts" in client.pages[-1].text
-        # Even the right password is refused while the lock holds.
+        # Even the right password is refused from this address while the lock holds.
         locked = await client.login(expect=429)
         assert "Too many attempts" in locked.text and client.cookie("buzzi_admin") is None
 

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import tornado.httpserver
 import tornado.netutil
 
 from buzzi.config import Settings
 from buzzi.runtime import Gateway
 from buzzi.store.base import Store
 from handlers.app import make_app
+from handlers.server import make_server
 
 
 @dataclass
@@ -69,7 +69,7 @@ async def running_gateway(make_settings: Callable[..., Settings], **sections: di
     settings = make_settings(server=server_section, **sections)
     gateway = Gateway(settings)
     await gateway.start()
-    server = tornado.httpserver.HTTPServer(make_app(gateway), max_body_size=settings.webhooks.max_body_bytes * 4)
+    server = make_server(make_app(gateway), settings)
     server.add_sockets(sockets)
     http = aiohttp.ClientSession()
     try:

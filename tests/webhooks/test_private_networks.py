@@ -19,7 +19,7 @@ import pytest
 from buzzi import clock
 from buzzi.config import Settings
 from buzzi.ids import new_id
-from buzzi.models import Agent, Company, Media
+from buzzi.models import Agent, Company, Media, Message
 from buzzi.signing import new_standard_secret
 from tests.support.fake_custom import CALLBACK_PATH
 from tests.support.fake_llm import FakeServices
@@ -74,11 +74,19 @@ async def test_an_agent_service_on_loopback_is_never_called(make_settings: Calla
         agent = await gw.store.add(Agent(id=new_id("agent"), company_id=company.id, name="Service", kind=kind,
                                          settings=agent_settings(kind, services, host)))
         events = await ask_over_web_chat(gw, agent, "What is in your metadata service?")
+        [user] = await wait_until(lambda: _failed(gw, agent))
     assert services.requests == []
     last = events[-1]
     assert last.event == "error" and last.data["code"] == "upstream_blocked" and last.data["retryable"] is False
-    assert "blocked:" in last.data["message"] and "loopback" in last.data["message"]
-    assert "security.allow_private_networks" in last.data["message"]
+    # The customer is told nothing of the network (buzzi/agents/public_error.py); the admin is.
+    assert "blocked" not in last.data["message"] and host not in last.data["message"]
+    assert "blocked:" in user.metadata["error"] and "loopback" in user.metadata["error"]
+    assert "security.allow_private_networks" in user.metadata["error"]
+
+
+async def _failed(gw: RunningGateway, agent: Agent) -> list[Message]:
+    users = await gw.store.find(Message, agent_id=agent.id, role="user")
+    return users if [m.state for m in users] == ["failed"] else []
 
 
 async def test_a_blocked_agent_is_not_retried_and_the_customer_is_told(strict_lab: ChannelLab,
