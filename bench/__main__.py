@@ -15,6 +15,7 @@ BENCHES = {
     "store": "SQLite and MongoDB-wire store operations per second",
     "broker": "memory and Redis broker publish -> receive events/s and latency",
     "cluster": "real run.py nodes on one Redis: cross-node latency and fan-out",
+    "hostile": "parsing worst-case JSON bodies (64 KiB and webhook-sized) vs plain json.loads",
 }
 
 
