@@ -134,7 +134,9 @@ class ChannelSettings:
     send_max_attempts: int
     send_backoff_base_seconds: float
     send_backoff_max_seconds: float
+    send_inline_wait_seconds: float
     media_max_bytes: int
+    unreadable_message: str
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The inbox worker: every node claims stored user messages and answers them.
 
 Work arrives by wake-up (broker.notify_inbox, so any node reacts at once to a message stored on
-another) and by a slow poll that also picks up messages whose lease expired on a dead node.
+another) and by a slow poll that also picks up messages whose lease expired on a dead node, and
+replies scheduled for a later send (a Retry-After too long to wait for inline) once their time has
+come: kept in the store, such a resend survives a restart.
 """
 
 from __future__ import annotations
@@ -100,12 +102,16 @@ class InboxWorker:
 
     async def _process(self, message: Message) -> None:
         try:
-            if message.attempts > self.settings.max_attempts:
+            # A scheduled reply is claimed once per resend: its claims count the platform's
+            # "later"s, not crashes, and the delivery service bounds its send attempts itself.
+            user = message.role == "user"
+            if user and message.attempts > self.settings.max_attempts:
+                current = await self.store.get(Message, message.id) or message  # keep edits recorded meanwhile
                 await self.store.finish_message(
-                    message.id, self.node_id, FAILED, metadata={**message.metadata, "error": "too many attempts"}
+                    message.id, self.node_id, FAILED, metadata={**current.metadata, "error": "too many attempts"}
                 )
                 return
-            if await self.store.earlier_unanswered(message):
+            if user and await self.store.earlier_unanswered(message):
                 # One answer at a time per conversation, in order: come back shortly.
                 await self.store.defer_message(message.id, self.node_id, ORDER_DEFER_SECONDS)
                 asyncio.get_running_loop().call_later(ORDER_DEFER_SECONDS, self.kick)

@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from buzzi.channels.base import Attachment, ChannelAdapter, SendError
-from buzzi.channels.outbound import MediaTooLargeError, with_retry
+from buzzi.channels.outbound import MediaTooLargeError, SendLater, with_retry
 from buzzi.channels.registry import ChannelRegistry
 from buzzi.config import ChannelSettings
 from buzzi.ids import new_id
@@ -80,7 +80,10 @@ class MediaFetcher:
         try:
             data, mime = await with_retry(
                 lambda: adapter.download_media(webhook, attachment), max_attempts=DOWNLOAD_ATTEMPTS,
-                base=self.settings.send_backoff_base_seconds, cap=self.settings.send_backoff_max_seconds)
+                base=self.settings.send_backoff_base_seconds, cap=self.settings.send_backoff_max_seconds,
+                # A download holds a slot while it waits: a Retry-After past the backoff cap gives up
+                # (never retrying before it) instead of sleeping that long.
+                inline_wait=self.settings.send_backoff_max_seconds)
             if len(data) > limit:  # adapters enforce it too; a store document must never exceed it
                 raise MediaTooLargeError(f"media is {len(data)} bytes, limit {limit}")
         except MediaTooLargeError as exc:
@@ -89,6 +92,8 @@ class MediaFetcher:
             return {"status": "too_large", "error": str(exc), **({"size": attachment.size} if attachment.size else {})}
         except SendError as exc:
             return self._failed(webhook, message, str(exc))
+        except SendLater as exc:
+            return self._failed(webhook, message, f"{exc.error} (retry after {exc.delay:.0f} s)")
         except NotImplementedError:
             return self._failed(webhook, message, f"{webhook.channel} has no media download")
         except Exception as exc:  # noqa: BLE001 - the raw text may hold a URL with a token in it

@@ -8,6 +8,8 @@ hostile load")."""
 
 from __future__ import annotations
 
+import re
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # RFC 9110 §9 methods plus PATCH; Tornado answers any other token with 405.
@@ -17,6 +19,19 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 def method_label(method: str | None) -> str:
     """The `method` label: the method when it is a known one, else "other"."""
     return method if method in KNOWN_METHODS else "other"
+
+
+# Why an inbound event was not answered: short snake_case words the adapters and the intake choose
+# ("receipt", "echo", "edit_recorded"...). Anything else is "other", and so is any reason past the
+# first DROP_REASONS_MAX this process has seen: a bug that put payload text in a reason cannot add
+# time series without end.
+DROP_REASON = re.compile(r"[a-z][a-z0-9_]{0,39}")
+DROP_REASONS_MAX = 64
+
+
+def drop_reason(reason: object) -> str:
+    """The bounded form of a drop reason: itself when it is snake_case of at most 40 characters, else "other"."""
+    return reason if isinstance(reason, str) and DROP_REASON.fullmatch(reason) else "other"
 
 
 class Metrics:
@@ -49,6 +64,26 @@ class Metrics:
         )
         self.rate_limited = Counter("buzzi_rate_limited_total", "Requests refused by a rate limit", ["scope"],
                                     registry=r)
+        self.webhook_drops = Counter(
+            "buzzi_webhook_drops_total", "Inbound webhook events deliberately not answered, by channel and reason",
+            ["channel", "reason"], registry=r,
+        )
+        self._drop_reasons: set[str] = set()
+        # Platform receipts of our sends (buzzi/receipts.py); status from RECEIPT_STATUSES, else "other".
+        self.delivery_receipts = Counter(
+            "buzzi_delivery_receipts_total", "Delivery receipts of our sends by channel and status",
+            ["channel", "status"], registry=r,
+        )
+
+    def count_drops(self, channel: str, drops: dict[str, int]) -> None:
+        """Count the events of one delivery that were not answered (channel already a label value)."""
+        for reason, count in drops.items():
+            label = drop_reason(reason)
+            if label not in self._drop_reasons:
+                if len(self._drop_reasons) >= DROP_REASONS_MAX:
+                    label = "other"
+                self._drop_reasons.add(label)
+            self.webhook_drops.labels(channel, label).inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

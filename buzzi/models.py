@@ -115,6 +115,9 @@ class Webhook(Document):
     verify_token: str | None = None
     credentials: dict[str, Any] = field(default_factory=dict)
     ip_allowlist: list[str] = field(default_factory=list)
+    # Admin-chosen, not secret, validated by the adapter (ChannelAdapter.validate_settings), e.g.
+    # WhatsApp {"reengagementTemplate": {"name", "language"}}.
+    settings: dict[str, Any] = field(default_factory=dict)
     # Channel-specific state that is not secret (e.g. Telegram registration result, bot user id).
     state: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=clock.now)
@@ -164,6 +167,9 @@ class Conversation(Document):
     owner: str = "bot"  # bot | human
     message_count: int = 0
     last_message_at: float | None = None
+    # When the customer last wrote (channel conversations): the platform's messaging windows
+    # (buzzi/windows.py) count from it.
+    last_inbound_at: float | None = None
     customer: dict[str, Any] = field(default_factory=dict)
     # Channel routing facts needed to answer later (Teams serviceUrl, Slack thread_ts, ...).
     meta: dict[str, Any] = field(default_factory=dict)
@@ -198,11 +204,39 @@ class Message(Document):
     lease_owner: str | None = None
     lease_until: float | None = None
     attempts: int = 0
-    # Outbound delivery on a channel: {"status": pending|sent|failed, "attempts", "error", "ids"}.
+    # Outbound delivery on a channel (docs/contract.md §4): {"status": pending|sent|delivered|read|
+    # failed, "attempts", "ids": [platform ids], "parts", "sentParts", "error"?: {"code", "title",
+    # "details"?}, "notBefore"? (a resend scheduled for then), "via"? (template | human_agent),
+    # "receipts"? {platform id: status}, "updatedAt"}. Status only moves forward: receipts never undo.
     delivery: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=clock.now)
     updated_at: float = field(default_factory=clock.now)
+
+
+@dataclass
+class SentId(Document):
+    """A platform message id of one of our sends, so a receipt naming it finds the reply in one
+    lookup by primary key: id = "{webhook_id}:{platform message id}"."""
+
+    collection: ClassVar[str] = "sent_ids"
+    id: str
+    message_id: str
+    conversation_id: str
+    company_id: str
+    created_at: float = field(default_factory=clock.now)
+
+
+@dataclass
+class ChatAlias(Document):
+    """Another id a channel chat is known by (WhatsApp phone number <-> business-scoped user id):
+    id = "{webhook_id}:{alias}", pointing at the conversation that chat already has."""
+
+    collection: ClassVar[str] = "chat_aliases"
+    id: str
+    conversation_id: str
+    company_id: str
+    created_at: float = field(default_factory=clock.now)
 
 
 @dataclass

@@ -15,12 +15,15 @@ from typing import Any
 from buzzi.admin.conversations import OWNERS
 from buzzi.admin.conversations import STATUSES as CONVERSATION_STATUSES
 from buzzi.admin.monitoring import OUTCOMES
+from buzzi.admin.render import DELIVERY_STATUSES
 from buzzi.admin.validation import MAX_PASSWORD, MIN_PASSWORD
 from buzzi.admin.webhooks import MAX_SECRET
+from buzzi.channels.base import ChannelAdapter
 from buzzi.channels.registry import ADAPTERS, CHANNELS
 from buzzi.chat import MAX_ATTACHMENTS
 from buzzi.config import Settings
 from buzzi.models import AGENT_KINDS, ROLES, SUBSCRIPTION_STATUSES, WEB_CHANNEL
+from buzzi.windows import CLOSED, HUMAN_ONLY, NONE, OPEN, TEMPLATE_ONLY
 
 Schema = dict[str, Any]
 
@@ -73,16 +76,22 @@ ERROR: Schema = {
 
 DOCUMENT_SCHEMA = obj({"title": name_field(100_000), "content": name_field(100_000)}, ("title", "content"))
 
+# Settings every kind takes (buzzi/agents/registry.py common_settings).
+COMMON_AGENT_SETTINGS: dict[str, Schema] = {
+    "answerEdits": {"type": "boolean", "description": "answer a customer's edited message again (default false: "
+                                                      "the edit is only recorded on the message)"},
+}
 AGENT_SETTINGS: Schema = {
     "description": "Checked by the agent kind's validator (docs/contract.md §3 Agents); `apiKey` and "
                    "`secret` are shown in full only in the create answer.",
     "anyOf": [
-        obj({"documents": array(DOCUMENT_SCHEMA), "fallback": STRING}, ("documents",)),
+        obj({"documents": array(DOCUMENT_SCHEMA), "fallback": STRING, **COMMON_AGENT_SETTINGS}, ("documents",)),
         obj({"baseUrl": {"type": "string", "format": "uri"}, "model": name_field(200),
              "apiKey": name_field(1000), "systemPrompt": STRING, "documents": array(DOCUMENT_SCHEMA),
-             "temperature": {"type": "number", "minimum": 0, "maximum": 2}}, ("baseUrl", "model", "apiKey")),
-        obj({"url": {"type": "string", "format": "uri"}, "secret": {"type": "string", "pattern": "^whsec_"}},
-            ("url", "secret")),
+             "temperature": {"type": "number", "minimum": 0, "maximum": 2}, **COMMON_AGENT_SETTINGS},
+            ("baseUrl", "model", "apiKey")),
+        obj({"url": {"type": "string", "format": "uri"}, "secret": {"type": "string", "pattern": "^whsec_"},
+             **COMMON_AGENT_SETTINGS}, ("url", "secret")),
     ],
 }
 
@@ -116,9 +125,31 @@ def _subscription_input() -> Schema:
     return obj({"status": {"enum": list(SUBSCRIPTION_STATUSES)}, "expiresAt": NULLABLE_TIME}, closed=True)
 
 
+def channel_settings(adapter: type[ChannelAdapter]) -> Schema:
+    """A channel's webhook settings from its adapter's setting_fields (dotted names nest); a channel
+    without any takes only an empty object. The adapter's validate_settings has the finer rules."""
+    if not adapter.setting_fields:
+        return {"type": ["object", "null"], "maxProperties": 0}
+    schema: Schema = obj({}, closed=True)
+    for setting in adapter.setting_fields:
+        *parents, leaf = setting.name.split(".")
+        node = schema
+        for key in parents:
+            node = node["properties"].setdefault(key, obj({}, closed=True))
+        node["properties"][leaf] = {"type": "string", "minLength": 1}
+    return {**schema, "type": ["object", "null"]}
+
+
+SETTINGS_DESCRIPTION = ("Non-secret webhook settings, checked by the channel (docs/contract.md §4): WhatsApp "
+                        "{\"reengagementTemplate\": {\"name\", \"language\"}}, the approved template sent "
+                        "after the 24-hour window; other channels take none. A bad value is a 400 naming "
+                        "settings.<field>.")
+
+
 def _webhook_input(*, create: bool) -> Schema:
     props: dict[str, Schema] = {
         "status": {"enum": ["active", "disabled"]},
+        "settings": {"type": ["object", "null"], "description": SETTINGS_DESCRIPTION},
         "verifyToken": name_field(MAX_SECRET),
         "credentials": {"type": "object", "description": "per channel, docs/contract.md §2"},
         "ipAllowlist": {"type": ["array", "null"] if not create else "array", "maxItems": 500,
@@ -139,7 +170,33 @@ def channel_webhook(channel: str) -> Schema:
                       tuple(f.name for f in fields if f.required))
     required = ["channel", *(["credentials"] if credentials.get("required") else []),
                 *(["secret"] if adapter.secret_source == "given" else [])]
-    return obj({"channel": {"const": channel}, "credentials": credentials}, tuple(required))
+    return obj({"channel": {"const": channel}, "credentials": credentials,
+                "settings": channel_settings(adapter)}, tuple(required))
+
+
+WINDOW: Schema = {**obj({
+    "state": {"enum": [OPEN, HUMAN_ONLY, TEMPLATE_ONLY, CLOSED, NONE]},
+    "closesAt": {**NULLABLE_TIME, "description": "when the current state ends (null: it does not)"},
+}, ("state", "closesAt")), "description": "The platform's messaging window, counted from the customer's last "
+                                          "message: open (free-form), human_only (Messenger/Instagram: a "
+                                          "person's reply with the HUMAN_AGENT tag), template_only (WhatsApp: "
+                                          "a template), closed, none (the channel has no window)"}
+
+DELIVERY: Schema = {
+    **obj({
+        "status": {"enum": list(DELIVERY_STATUSES)},
+        "attempts": {"type": "integer", "minimum": 0},
+        "ids": array(STRING, description="the platform's message ids"),
+        "error": obj({"code": {"type": ["string", "integer", "null"]}, "title": STRING, "details": STRING},
+                     ("code", "title")),
+        "notBefore": {**NULLABLE_TIME, "description": "pending: a resend scheduled for then"},
+        "via": {"enum": ["template", "human_agent"]},
+        "template": obj({"name": STRING, "language": NULLABLE_STRING}, ("name",)),
+    }, ("status", "attempts", "ids")),
+    "type": ["object", "null"],
+    "description": "A reply's delivery on its channel; delivered, read and late failures come from the "
+                   "platform's receipts and never go back",
+}
 
 
 def admin_schemas() -> dict[str, Schema]:
@@ -176,7 +233,11 @@ def admin_schemas() -> dict[str, Schema]:
         "Webhook": obj({"id": STRING, "companyId": STRING, "agentId": STRING, "channel": {"enum": list(CHANNELS)},
                         "status": {"enum": ["active", "disabled"]}, "secret": NULLABLE_STRING,
                         "verifyToken": NULLABLE_STRING, "credentials": OBJECT, "ipAllowlist": array(STRING),
-                        "url": {"type": "string", "format": "uri"}, "state": OBJECT, **TIMES},
+                        "url": {"type": "string", "format": "uri"}, "state": OBJECT,
+                        "settings": {**OBJECT, "description": SETTINGS_DESCRIPTION},
+                        "disabledReason": {"type": "string", "description": "why the gateway disabled it "
+                                                                           "(e.g. the receiver answered 410)"},
+                        "disabledAt": NULLABLE_TIME, **TIMES},
                        ("id", "companyId", "agentId", "channel", "status", "credentials", "url")),
         "WebhookCreate": _webhook_input(create=True),
         "WebhookUpdate": _webhook_input(create=False),
@@ -185,12 +246,13 @@ def admin_schemas() -> dict[str, Schema]:
             "id": STRING, "companyId": STRING, "agentId": STRING, "channel": {"enum": [*CHANNELS, WEB_CHANNEL]},
             "webhookId": NULLABLE_STRING, "externalChatId": NULLABLE_STRING,
             "status": {"enum": list(CONVERSATION_STATUSES)}, "owner": {"enum": list(OWNERS)},
-            "messageCount": {"type": "integer", "minimum": 0}, "lastMessageAt": NULLABLE_TIME, "customer": OBJECT,
-            **TIMES}, ("id", "companyId", "agentId", "channel", "status", "owner", "messageCount")),
+            "messageCount": {"type": "integer", "minimum": 0}, "lastMessageAt": NULLABLE_TIME,
+            "lastInboundAt": NULLABLE_TIME, "window": WINDOW, "customer": OBJECT,
+            **TIMES}, ("id", "companyId", "agentId", "channel", "status", "owner", "messageCount", "window")),
         "Message": obj({
             "id": STRING, "conversationId": STRING, "role": STRING, "content": STRING, "attachments": array(OBJECT),
             "channel": STRING, "state": STRING, "attempts": {"type": "integer", "minimum": 0},
-            "delivery": {"type": ["object", "null"], "description": "{status, attempts, ids, error?}"},
+            "delivery": DELIVERY,
             "replyTo": NULLABLE_STRING, "metadata": OBJECT, "createdAt": TIME,
         }, ("id", "conversationId", "role", "content", "state", "createdAt")),
         "Handover": obj({"action": {"enum": ["take", "release"]}, "message": {

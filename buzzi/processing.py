@@ -1,4 +1,6 @@
 """Answering one claimed user message: handover rules, the agent run, the stored reply, delivery.
+A claimed reply (role != "user") is a send scheduled for later (a Retry-After past
+channels.send_inline_wait_seconds): its time has come, and the delivery service resends it.
 
 Exactly-once answers rest on two store guarantees: the claim lease (one node works on a message at
 a time; a dead node's message is claimed again after the lease) and the reply's unique dedupe key
@@ -19,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from buzzi import clock
 from buzzi.agents.base import AgentContext
 from buzzi.agents.public_error import admin_detail, customer_error
 from buzzi.agents.registry import AgentRegistry
@@ -32,7 +35,7 @@ from buzzi.events import error as error_event
 from buzzi.ids import new_id
 from buzzi.logs import log_fields
 from buzzi.metrics import Metrics
-from buzzi.models import DONE, FAILED, SKIPPED, WEB_CHANNEL, Agent, Company, Conversation, Message
+from buzzi.models import DONE, FAILED, SKIPPED, STORED, WEB_CHANNEL, Agent, Company, Conversation, Message
 from buzzi.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("buzzi.processing")
@@ -83,29 +86,37 @@ class AgentFailure:
         return f"agent error: {self.detail or self.code}"
 
 
-TYPING_REFRESH_SECONDS = 5.0
 TYPING_STOP_GRACE_SECONDS = 2.0
 
 
 class TypingIndicator:
-    """The channel's typing indicator, refreshed while the agent works.
+    """The channel's typing indicator, refreshed every `interval` seconds while the agent works
+    (each channel's own: its indicator fades after a few seconds; None = shown once, it lasts
+    until the reply). Only the first call is `first`: a read receipt goes out once, not per refresh.
 
     The first indicator always goes out, and stop() lets one in flight finish (bounded) instead of
     cancelling it: a fast agent would otherwise never show one, and a request cut mid-flight can
     still reach the platform after the reply and leave "typing..." under the answer."""
 
-    def __init__(self, delivery: ReplyDelivery, conversation: Conversation, message: Message) -> None:
+    def __init__(self, delivery: ReplyDelivery, conversation: Conversation, message: Message,
+                 interval: float | None) -> None:
         self._stopping = asyncio.Event()
-        self._task = asyncio.create_task(self._run(delivery, conversation, message), name=f"typing-{message.id}")
+        self._task = asyncio.create_task(self._run(delivery, conversation, message, interval),
+                                         name=f"typing-{message.id}")
 
-    async def _run(self, delivery: ReplyDelivery, conversation: Conversation, message: Message) -> None:
+    async def _run(self, delivery: ReplyDelivery, conversation: Conversation, message: Message,
+                   interval: float | None) -> None:
+        first = True
         while True:
             try:
-                await delivery.typing(conversation, message)
+                await delivery.typing(conversation, message, first=first)
             except StoreUnavailable as exc:  # a cosmetic indicator: the answer meets the outage on its own
                 log.debug("typing indicator skipped: %s", exc)
+            if interval is None or interval <= 0:
+                return
+            first = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), TYPING_REFRESH_SECONDS)
+                await asyncio.wait_for(self._stopping.wait(), interval)
                 return
 
     async def stop(self) -> None:
@@ -142,7 +153,7 @@ class MessageProcessor:
         """Handle a message this node has claimed; always ends by finishing the claim."""
         lease = asyncio.create_task(self._keep_lease(message.id), name=f"lease-{message.id}")
         try:
-            outcome = await self._answer(message)
+            outcome = await (self._answer(message) if message.role == "user" else self._resend(message))
         except asyncio.CancelledError:
             raise
         except UNAVAILABLE as exc:
@@ -164,6 +175,12 @@ class MessageProcessor:
                        error=str(exc))
 
     async def _finish(self, message: Message, outcome: Outcome) -> None:
+        if message.role != "user" and outcome.state != RETRY:
+            # A reply keeps its state (its delivery says how the send went). When the resend was
+            # put off again, the delivery service already handed the claim back with the new
+            # lease_until: finishing finds the lease gone, as it should.
+            await self.store.finish_message(message.id, self.node_id, STORED)
+            return
         if outcome.state == RETRY:
             # A counted attempt marks the message as retried (the next attempt looks for a stored
             # reply and has the widget drop a partial one), so the first retry always counts, and
@@ -174,8 +191,32 @@ class MessageProcessor:
             if await self.store.defer_message(message.id, self.node_id, outcome.delay, count_attempt=counted):
                 return
             outcome = Outcome.failed()
-        if not await self.store.finish_message(message.id, self.node_id, outcome.state, **outcome.fields(message)):
+        if not await self.store.finish_message(message.id, self.node_id, outcome.state,
+                                               **outcome.fields(await self._current(message))):
             log.warning("lease on %s was lost before it finished; another node owns it", message.id)
+
+    async def _current(self, message: Message) -> Message:
+        """The message as stored now: an edit may have been recorded on its metadata while it was
+        answered, and finishing must not write the claimed copy's older metadata over it."""
+        current = await self.store.get(Message, message.id)
+        return current if current is not None else message
+
+    async def _resend(self, reply: Message) -> Outcome:
+        """A reply scheduled for a later send whose notBefore has passed: the delivery service
+        sends the parts not yet sent (and reschedules it, should the platform say "later" again)."""
+        conversation = await self.store.get(Conversation, reply.conversation_id)
+        if conversation is None:
+            return Outcome.skipped()  # deleted meanwhile: nobody to send it to
+        try:
+            await self.delivery.resend(conversation, reply)
+        except UNAVAILABLE:
+            raise
+        except Exception:  # recorded on the reply, so it does not wait "pending" forever
+            log.exception("resend of %s failed", reply.id)
+            delivery = {**reply.delivery, "status": "failed", "updatedAt": clock.now(),
+                        "error": {"code": "internal_error", "title": "the scheduled resend failed"}}
+            await self.store.update(Message, reply.id, {"delivery": delivery})
+        return Outcome.done()
 
     def _retry(self, message: Message) -> Outcome:
         base = self.settings.inbox.retry_base_seconds
@@ -205,8 +246,8 @@ class MessageProcessor:
 
     async def _guard(self, message: Message, conversation: Conversation, agent: Agent, company: Company
                      ) -> Outcome | None:
-        """The outcome when the bot must not answer: a person has the conversation or is asked
-        for, or the agent or the subscription is off."""
+        """The outcome when the agent must not run: a person has the conversation or is asked
+        for, the agent or the subscription is off, or the message is one the agent cannot read."""
         if conversation.owner == "human":
             return Outcome.skipped()  # a person has the conversation: the bot stays silent
         if self.wants_human(message.content):
@@ -216,6 +257,11 @@ class MessageProcessor:
             return Outcome.done(handover=True)
         if agent.status != "active" or not company.subscription_active():
             return Outcome.skipped()
+        if message.metadata.get("kind") == "unsupported":
+            # A WhatsApp "unsupported" message and the like (text may be ""): say so politely
+            # rather than run the agent on nothing.
+            await self._tell_channel(conversation, message, self.settings.channels.unreadable_message, "unreadable")
+            return Outcome.done()
         return None
 
     async def _resume(self, message: Message, conversation: Conversation, stream: str) -> Outcome | None:
@@ -236,7 +282,10 @@ class MessageProcessor:
 
     async def _run_with_typing(self, agent: Agent, conversation: Conversation, message: Message,
                                history: list[Message], stream: str) -> tuple[str, dict[str, Any]] | AgentFailure:
-        typing = TypingIndicator(self.delivery, conversation, message) if conversation.channel != WEB_CHANNEL else None
+        typing = None
+        if conversation.channel != WEB_CHANNEL:
+            interval = self.delivery.channels.adapter(conversation.channel).typing_interval
+            typing = TypingIndicator(self.delivery, conversation, message, interval)
         try:
             return await self._run_agent(agent, conversation, message, history, stream)
         finally:

@@ -39,6 +39,7 @@ from buzzi.netguard import NetPolicy
 from buzzi.open_streams import OpenStreams
 from buzzi.processing import MessageProcessor
 from buzzi.ratelimit import RateLimiter
+from buzzi.receipts import ReceiptBook
 from buzzi.store import Store, open_store
 from buzzi.streams import StreamHub
 from buzzi.webhooks import WebhookIntake
@@ -89,16 +90,18 @@ class Gateway:
         self.limiter = RateLimiter(self.broker, settings.limits, self.metrics)
         self.streams = StreamHub(self.broker, self.broker, settings, self.node_id, self.metrics)
         self.chat = ChatService(self.store, self.broker, self.limiter, settings)
-        self.delivery = ReplyDelivery(self.store, self.channels, settings.channels, self.metrics)
+        self.delivery = ReplyDelivery(self.store, self.channels, settings.channels, self.metrics, self.broker)
         self.conversations = ConversationService(self.store, self.broker, self.delivery)
         self.processor = MessageProcessor(
             self.store, self.broker, self.agents, self.delivery, self.conversations, settings, self.metrics,
             self.node_id,
         )
         self.inbox = InboxWorker(self.store, self.broker, self.processor, settings.inbox, self.node_id)
+        self.receipts = ReceiptBook(self.store, self.broker, self.delivery, self.metrics)
         self.webhooks = WebhookIntake(
             self.store, self.broker, self.channels, self.limiter, settings.webhooks, self.metrics,
             MediaFetcher(self.store, self.channels, settings.channels), DeliveryLog(self.store, settings.webhooks),
+            self.receipts,
         )
         self.admin = self._admin_services()
         self.admin_streams = OpenStreams()  # the dashboard's live pages; chat streams are self.streams'

@@ -4,6 +4,11 @@ A message is acknowledged only after it is stored: the store's unique dedupe key
 "{webhook id}:{channel message id}" decides new vs duplicate before anything else happens, so
 channel retries and concurrent duplicates produce one stored message and one answer. Every
 request to a known webhook goes to the delivery log (delivery_log.py).
+
+Besides messages a delivery may carry receipts for our sends (applied by receipts.py), chat moves
+(Telegram migrate_to_chat_id), edits (recorded on the original message, answered again only when
+the agent's settings.answerEdits says so) and events the adapter chose not to answer: every such
+drop is named in the delivery log's detail and counted in buzzi_webhook_drops_total.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from buzzi import clock
 from buzzi.broker.base import BrokerUnavailable, WakeUps, wake_inboxes
 from buzzi.channels.base import (
     ChannelAdapter,
+    ChatMove,
     InboundMessage,
     ParseResult,
     PayloadError,
@@ -34,9 +40,10 @@ from buzzi.errors import Forbidden, NotFound, PayloadTooLarge, ServiceError, Una
 from buzzi.ids import new_id
 from buzzi.logs import log_fields
 from buzzi.media import MediaFetcher
-from buzzi.metrics import Metrics
+from buzzi.metrics import Metrics, drop_reason
 from buzzi.models import PENDING, Agent, Company, Conversation, Message, Webhook
 from buzzi.ratelimit import RateLimited, RateLimiter
+from buzzi.receipts import ReceiptBook
 from buzzi.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("buzzi.webhooks")
@@ -44,6 +51,10 @@ log = logging.getLogger("buzzi.webhooks")
 # Senders whose profile lookup failed are not asked again for an hour; the memory is bounded.
 PROFILE_RETRY_SECONDS = 3600.0
 PROFILE_MEMORY = 10_000
+# Other ids one chat may be known by (WhatsApp: phone number and BSUID): a few, never a payload's list.
+MAX_CHAT_ALIASES = 4
+# Edits kept on the original message (metadata.edits), newest last.
+EDITS_KEPT = 10
 
 
 @dataclass
@@ -55,6 +66,7 @@ class WebhookResult:
     headers: dict[str, str] = field(default_factory=dict)
     detail: str = ""
     message_ids: list[str] = field(default_factory=list)
+    drops: dict[str, int] = field(default_factory=dict)  # reason -> events not answered (bounded reasons)
 
 
 def _json(status: int, outcome: str, body: dict[str, Any], detail: str = "", **kw: Any) -> WebhookResult:
@@ -111,16 +123,49 @@ def _parse(adapter: ChannelAdapter, webhook: Webhook, request: WebhookRequest) -
         raise Refused(ServiceError(str(exc) or "Malformed payload")) from None
 
 
-def _unstored(company: Company, parsed: ParseResult) -> WebhookResult | None:
-    """The answer to a delivery with nothing to store: a challenge, an inactive subscription, or
-    only non-message events."""
-    if parsed.response is not None:
-        return _json(200, "verified", parsed.response, detail="challenge")
-    if not company.subscription_active():
-        return _json(200, "ignored", {"status": "ignored"}, detail="subscription not active")
-    if not parsed.messages:
-        return _json(200, "ok", {"status": "ok"}, detail=f"{parsed.ignored} non-message events")
-    return None
+def _drops(parsed: ParseResult) -> dict[str, int]:
+    """The adapter's drops by bounded reason (metrics.drop_reason); events it counted as ignored
+    without a reason are "other"."""
+    drops: dict[str, int] = {}
+    for reason, count in parsed.drops.items():
+        _count(drops, drop_reason(reason), count)
+    _count(drops, "other", parsed.ignored - sum(parsed.drops.values()))
+    return drops
+
+
+def _count(drops: dict[str, int], reason: str, count: int = 1) -> None:
+    if count > 0:
+        drops[reason] = drops.get(reason, 0) + count
+
+
+def _noted(result: WebhookResult, notes: list[str], drops: dict[str, int]) -> WebhookResult:
+    """The result with what else the delivery brought in its delivery-log detail, e.g.
+    "receipts: 2 (2 applied); dropped: reaction=1, receipt=2"."""
+    parts = [part for part in (result.detail, *notes) if part]
+    if drops:
+        parts.append("dropped: " + ", ".join(f"{reason}={count}" for reason, count in sorted(drops.items())))
+    result.detail = "; ".join(parts)
+    result.drops = drops
+    return result
+
+
+def _chat_key(webhook: Webhook, chat_id: str) -> str:
+    return f"{webhook.id}:{chat_id}"
+
+
+def _dedupe_key(webhook: Webhook, message_id: str) -> str:
+    return f"{webhook.id}:{message_id}"
+
+
+def _alias_keys(webhook: Webhook, inbound: InboundMessage) -> list[str]:
+    """The chat keys of the other ids the adapter says this chat is known by (a few at most)."""
+    others = [alias for alias in inbound.chat_aliases if isinstance(alias, str) and alias and alias != inbound.chat_id]
+    return [_chat_key(webhook, alias) for alias in dict.fromkeys(others[:MAX_CHAT_ALIASES])]
+
+
+def _edit(inbound: InboundMessage) -> dict[str, Any]:
+    return {"id": inbound.message_id, "text": inbound.text,
+            "at": inbound.timestamp if inbound.timestamp is not None else clock.now()}
 
 
 def _valid_fields(record: Any) -> None:
@@ -151,17 +196,18 @@ def _inbound_records(webhook: Webhook, inbound: InboundMessage) -> tuple[Convers
     conversation = Conversation(
         id=new_id("conversation"), company_id=webhook.company_id, agent_id=webhook.agent_id,
         channel=webhook.channel, webhook_id=webhook.id, external_chat_id=inbound.chat_id,
-        chat_key=f"{webhook.id}:{inbound.chat_id}", customer=customer, meta=dict(inbound.meta),
+        chat_key=_chat_key(webhook, inbound.chat_id), customer=customer, meta=dict(inbound.meta),
     )
     message = Message(
         id=new_id("message"), conversation_id=conversation.id, company_id=webhook.company_id,
         agent_id=webhook.agent_id, role="user", content=inbound.text, channel=webhook.channel,
         webhook_id=webhook.id, attachments=[a.to_dict() for a in inbound.attachments],
-        channel_message_id=inbound.message_id, dedupe_key=f"{webhook.id}:{inbound.message_id}",
+        channel_message_id=inbound.message_id, dedupe_key=_dedupe_key(webhook, inbound.message_id),
         state=PENDING, created_at=clock.now(),
         metadata={"kind": inbound.kind, "sender": customer, "channel": dict(inbound.meta),
                   **({"replyToId": inbound.reply_to_id} if inbound.reply_to_id else {}),
                   **({"threadId": inbound.thread_id} if inbound.thread_id else {}),
+                  **({"editOf": inbound.edit_of} if inbound.edit_of else {}),
                   **({"attachmentsDropped": inbound.attachments_dropped} if inbound.attachments_dropped else {})},
     )
     return conversation, message
@@ -169,8 +215,8 @@ def _inbound_records(webhook: Webhook, inbound: InboundMessage) -> tuple[Convers
 
 class WebhookIntake:
     def __init__(self, store: Store, broker: WakeUps, channels: ChannelRegistry, limiter: RateLimiter,
-                 settings: WebhookSettings, metrics: Metrics, media: MediaFetcher, delivery_log: DeliveryLog
-                 ) -> None:
+                 settings: WebhookSettings, metrics: Metrics, media: MediaFetcher, delivery_log: DeliveryLog,
+                 receipts: ReceiptBook) -> None:
         self.store = store
         self.broker = broker
         self.channels = channels
@@ -179,6 +225,7 @@ class WebhookIntake:
         self.metrics = metrics
         self.media = media
         self.delivery_log = delivery_log
+        self.receipts = receipts
         self._background: set[asyncio.Task[None]] = set()
         self._profiles_tried: dict[str, float] = {}  # "webhook:sender" -> when its profile was asked
 
@@ -187,36 +234,40 @@ class WebhookIntake:
         started = time.perf_counter()
         webhook: Webhook | None = None
         try:
-            webhook, company = await self._resolve(company_id, agent_id, channel, webhook_id)
-            result = INVALID if webhook is None or company is None else await self._receive(webhook, company, request)
+            webhook, agent, company = await self._resolve(company_id, agent_id, channel, webhook_id)
+            result = (INVALID if webhook is None or agent is None or company is None
+                      else await self._receive(webhook, agent, company, request))
         except Refused as refused:
             result = refused.result
         except (StoreUnavailable, BrokerUnavailable) as exc:
             log_fields(log, logging.WARNING, "webhook refused: dependency unavailable", error=str(exc))
             result = _json(503, "error", {"error": "Unavailable"}, detail=str(exc))
         latency = (time.perf_counter() - started) * 1000
-        self.metrics.webhooks.labels(channel if channel in CHANNELS else "unknown", result.outcome).inc()
+        channel_label = channel if channel in CHANNELS else "unknown"
+        self.metrics.webhooks.labels(channel_label, result.outcome).inc()
+        self.metrics.count_drops(channel_label, result.drops)
         if webhook is not None:
             self.delivery_log.record(webhook, request, outcome=result.outcome, status=result.status,
                                      detail=result.detail, message_ids=result.message_ids, latency_ms=latency)
         return result
 
     async def _resolve(self, company_id: str, agent_id: str, channel: str, webhook_id: str
-                       ) -> tuple[Webhook | None, Company | None]:
-        """The webhook the URL names and its company. No webhook when it is unknown, disabled or
-        not the one the URL describes (nothing is logged then); no company when its agent or
-        company is gone or off (logged on the webhook)."""
+                       ) -> tuple[Webhook | None, Agent | None, Company | None]:
+        """The webhook the URL names, its agent and its company. No webhook when it is unknown,
+        disabled or not the one the URL describes (nothing is logged then); no agent and company
+        when either is gone or off (logged on the webhook)."""
         if channel not in CHANNELS:
-            return None, None
+            return None, None, None
         webhook, agent, company = await self.store.get_many(
             (Webhook, webhook_id), (Agent, agent_id), (Company, company_id))
         if not isinstance(webhook, Webhook) or not _addressed(webhook, company_id, agent_id, channel):
-            return None, None
+            return None, None, None
         if not isinstance(agent, Agent) or agent.status != "active" or not isinstance(company, Company):
-            return webhook, None
-        return webhook, company
+            return webhook, None, None
+        return webhook, agent, company
 
-    async def _receive(self, webhook: Webhook, company: Company, request: WebhookRequest) -> WebhookResult:
+    async def _receive(self, webhook: Webhook, agent: Agent, company: Company, request: WebhookRequest
+                       ) -> WebhookResult:
         """The checks of docs/contract.md §2 after the webhook is known, in its order; a failed one raises Refused."""
         self._gate(webhook, request)
         adapter = self.channels.adapter(webhook.channel)
@@ -225,7 +276,39 @@ class WebhookIntake:
         await self._verify(adapter, webhook, request)
         await self._limit(company, webhook)
         parsed = _parse(adapter, webhook, request)
-        return _unstored(company, parsed) or await self._store_all(adapter, webhook, parsed.messages)
+        if parsed.response is not None:
+            return _json(200, "verified", parsed.response, detail="challenge")
+        drops = _drops(parsed)
+        # Receipts and moves first: they are bookkeeping of what already happened, whatever the
+        # subscription, and a store outage while applying them is a 503 so the platform redelivers.
+        notes = await self._bookkeeping(webhook, parsed)
+        if not company.subscription_active():
+            _count(drops, "subscription_inactive", len(parsed.messages))
+            result = _json(200, "ignored", {"status": "ignored"}, detail="subscription not active")
+        elif not parsed.messages:
+            result = _json(200, "ok", {"status": "ok"})
+        else:
+            result = await self._store_all(adapter, webhook, agent, parsed.messages, drops)
+        return _noted(result, notes, drops)
+
+    async def _bookkeeping(self, webhook: Webhook, parsed: ParseResult) -> list[str]:
+        """Apply the delivery's receipts and chat moves; notes for the delivery log."""
+        notes = []
+        if parsed.receipts:
+            changed = await self.receipts.apply(webhook, parsed.receipts)
+            notes.append(f"receipts: {len(parsed.receipts)} ({changed} applied)")
+        for move in parsed.moves:
+            notes.append(await self._move(webhook, move))
+        return notes
+
+    async def _move(self, webhook: Webhook, move: ChatMove) -> str:
+        """Re-key the chat's conversation to its new id (docs/channels.md: Telegram migrate_to_chat_id)."""
+        old, new = move.old_chat_id, move.new_chat_id
+        kept = await self.store.move_chat(_chat_key(webhook, old), _chat_key(webhook, new),
+                                          old_chat_id=old, new_chat_id=new)
+        log_fields(log, logging.INFO, "chat moved", channel=webhook.channel, webhook=webhook.id,
+                   conversation=kept)
+        return f"chat moved: {old} -> {new}" + ("" if kept else " (no conversation yet)")
 
     def _gate(self, webhook: Webhook, request: WebhookRequest) -> None:
         if not ip_allowed(request.remote_ip, webhook.ip_allowlist):
@@ -246,22 +329,33 @@ class WebhookIntake:
         except RateLimited as exc:
             raise Refused(exc, f"limit {exc.scope}") from None
 
-    async def _store_all(self, adapter: ChannelAdapter, webhook: Webhook, messages: list[InboundMessage]
-                         ) -> WebhookResult:
-        new_ids = []
+    async def _store_all(self, adapter: ChannelAdapter, webhook: Webhook, agent: Agent,
+                         messages: list[InboundMessage], drops: dict[str, int]) -> WebhookResult:
+        new_ids, edits = [], 0
+        # Edits are not answered again unless the agent asks for it (docs/contract.md, agents).
+        answer_edits = agent.settings.get("answerEdits") is True
         for inbound in messages:
             inbound = _admitted(inbound, self.settings.max_attachments)
             if inbound.attachments_dropped:
                 log_fields(log, logging.INFO, "attachments dropped", channel=webhook.channel,
                            webhook=webhook.id, kept=len(inbound.attachments), dropped=inbound.attachments_dropped)
-            message = await self.store.ingest_message(*_inbound_records(webhook, inbound))
-            if message is not None:
+            if inbound.edit_of and not answer_edits:
+                recorded = await self.store.record_edit(_dedupe_key(webhook, inbound.edit_of), _edit(inbound),
+                                                        keep=EDITS_KEPT)
+                if recorded is not None:  # an edit of an unknown message is answered as a new one
+                    edits += int(recorded)  # False: this edit was recorded before (a redelivery)
+                    continue
+            conversation, message = _inbound_records(webhook, inbound)
+            if await self.store.ingest_message(conversation, message, _alias_keys(webhook, inbound)) is not None:
                 new_ids.append(message.id)
                 self._follow_up(adapter, webhook, inbound, message)
-        if not new_ids:
-            return _json(200, "duplicate", {"status": "duplicate"})
-        await wake_inboxes(self.broker)
-        return _json(200, "ok", {"status": "ok"}, message_ids=new_ids)
+        _count(drops, "edit_recorded", edits)
+        if new_ids:
+            await wake_inboxes(self.broker)
+            return _json(200, "ok", {"status": "ok"}, message_ids=new_ids)
+        if edits:
+            return _json(200, "ok", {"status": "ok"})
+        return _json(200, "duplicate", {"status": "duplicate"})
 
     def _follow_up(self, adapter: ChannelAdapter, webhook: Webhook, inbound: InboundMessage, message: Message
                    ) -> None:

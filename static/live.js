@@ -98,19 +98,47 @@
 
   // ---- one conversation ----------------------------------------------------------------------
 
+  // A reply's delivery state as the server words it (deliveryView: {status, badges: [{text, cls}], detail?}).
+  function deliveryBadges(view) {
+    var box = el("span", { "class": "delivery", "data-delivery-badges": true });
+    (view.badges || []).forEach(function (b) { box.appendChild(badge(b.text, b.cls)); });
+    return box;
+  }
+
+  function deliveryDetail(view) {
+    return view && view.detail ? el("div", { "class": "error-detail", "data-delivery-detail": true }, view.detail) : null;
+  }
+
+  // A delivery notification (receipt, failure, resend): the reply's badges change in place.
+  function showDelivery(item, view) {
+    if (!item || !view) return;
+    item.classList.toggle("delivery-failed", view.status === "failed");
+    item.setAttribute("data-delivery", view.status);
+    var old = item.querySelector("[data-delivery-badges]");
+    var badges = deliveryBadges(view);
+    if (old) old.replaceWith(badges); else item.querySelector(".status").appendChild(badges);
+    var oldDetail = item.querySelector("[data-delivery-detail]");
+    var detail = deliveryDetail(view);
+    if (oldDetail && detail) oldDetail.replaceWith(detail);
+    else if (oldDetail) oldDetail.remove();
+    else if (detail) item.appendChild(detail);
+  }
+
   function messageItem(m) {
-    var delivery = m.delivery || null;
-    var failed = delivery && delivery.status === "failed";
+    var view = m.deliveryView || null;
+    var failed = view && view.status === "failed";
     var status = el("span", { "class": "status" });
-    if (/^(pending|processing|failed|skipped)$/.test(m.state)) status.appendChild(badge(m.state, "state-" + m.state));
-    if (delivery && delivery.status) status.appendChild(badge(delivery.status, "delivery-" + delivery.status));
-    var detail = null;
-    if (delivery && delivery.error) {
-      detail = el("div", { "class": "error-detail" }, "Delivery failed: " + delivery.error);
-    } else if (m.metadata && m.metadata.error) {
+    // A reply waiting for its resend is "processing" in the inbox: its delivery badge says more.
+    if (/^(pending|processing|failed|skipped)$/.test(m.state) && !(view && m.role !== "user")) {
+      status.appendChild(badge(m.state, "state-" + m.state));
+    }
+    if (view) status.appendChild(deliveryBadges(view));
+    var detail = deliveryDetail(view);
+    if (!detail && m.metadata && m.metadata.error) {
       detail = el("div", { "class": "error-detail" }, m.metadata.error);
     }
-    return el("li", { "class": "message role-" + m.role + (failed ? " delivery-failed" : ""), "data-id": m.id },
+    return el("li", { "class": "message role-" + m.role + (failed ? " delivery-failed" : ""), "data-id": m.id,
+                      "data-delivery": view ? view.status : null },
       el("div", { "class": "meta" },
         el("span", { "class": "author" }, m.author || m.role),
         badge(m.role, "role"),
@@ -165,8 +193,17 @@
       replyBox.placeholder = human ? "Write your reply to the customer" : "Take the conversation over to reply";
     }
 
+    function setWindow(c) {
+      var node = document.getElementById("window-state");
+      if (!node || !c.window) return;
+      node.textContent = c.windowLabel || "";
+      node.hidden = !c.windowLabel;
+      node.setAttribute("data-window-state", c.window.state);
+      node.className = "window window-" + c.window.state;
+    }
+
     var handlers = {
-      conversation: function (c) { setOwner(c.owner); },
+      conversation: function (c) { setOwner(c.owner); setWindow(c); },
       message: upsert,
       thinking: function (d) { setActivity("Bot: " + (d.step || "thinking") + "\u2026"); },
       tool_call: function (d) { setActivity("Bot: " + d.tool + " " + d.status); },
@@ -181,6 +218,8 @@
         if (d.type === "handover") {
           setActivity(data.owner === "human" ? "Taken over by " + (data.by || "a person") : "Released to the bot by "
             + (data.by || "a person"));
+        } else if (d.type === "delivery" && data.messageId) {
+          showDelivery(list.querySelector('li[data-id="' + CSS.escape(data.messageId) + '"]'), data.deliveryView);
         } else if (d.type === "typing" && data.by !== me) {
           setActivity((data.by || "Someone") + " is typing\u2026");
           clearTimeout(typingTimer);

@@ -22,7 +22,7 @@ def test_defaults_match_the_spec():
     assert s.channels.whatsapp_api_base == "https://graph.facebook.com/v24.0"
     assert s.channels.telegram_api_base == "https://api.telegram.org"
     assert s.channels.slack_api_base == "https://slack.com/api"
-    assert s.webhooks.max_body_bytes == 1024 * 1024 and s.webhooks.replay_window_seconds == 300
+    assert s.webhooks.max_body_bytes == 4 * 1024 * 1024 and s.webhooks.replay_window_seconds == 300
     assert (s.limits.company_per_minute, s.limits.session_per_minute, s.limits.ip_per_minute) == (1000, 30, 100)
     assert s.chat.session_ttl_seconds == 1800 and s.chat.heartbeat_seconds == 30
     # docs/contract.md "Public endpoints under hostile load": small bodies, slow bodies and idle connections end.

@@ -14,9 +14,11 @@ from buzzi.media import delete_company_media
 from buzzi.models import (
     SUBSCRIPTION_STATUSES,
     Agent,
+    ChatAlias,
     Company,
     Conversation,
     Message,
+    SentId,
     User,
     Webhook,
     WebhookEvent,
@@ -74,7 +76,7 @@ class CompanyService:
         """The company and everything it owns: a deleted tenant leaves no credentials behind."""
         company = await scope.company(self.store, principal, company_id)
         scope.require_owner(principal)
-        for cls in (Webhook, Agent, User, Message, Conversation, WebhookEvent):
+        for cls in (Webhook, Agent, User, Message, Conversation, WebhookEvent, SentId, ChatAlias):
             await self.store.delete_where(cls, company_id=company.id)
         # After the messages: a download still running sees its message gone and drops its blob.
         await delete_company_media(self.store, company.id)

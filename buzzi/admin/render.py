@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from buzzi import clock
+from buzzi import clock, windows
+from buzzi.channels.registry import ADAPTERS
 from buzzi.delivery_log import redact_headers
 from buzzi.models import Agent, Company, Conversation, Message, User, Webhook, WebhookEvent
 
@@ -75,9 +76,36 @@ def render_webhook(webhook: Webhook, public_url: str, *, reveal: bool = False) -
         "credentials": {k: show(v) for k, v in webhook.credentials.items()},
         "ipAllowlist": webhook.ip_allowlist,
         "url": webhook_url(public_url, webhook),
+        "settings": webhook.settings,
         "state": webhook.state,
+        **_disabled(webhook),
         **_times(webhook),
     }
+
+
+def _disabled(webhook: Webhook) -> dict[str, Any]:
+    """Why the gateway disabled a webhook itself (a custom receiver answered 410), when it did."""
+    reason = webhook.state.get("disabledReason")
+    if webhook.status != "disabled" or not reason:
+        return {}
+    return {"disabledReason": str(reason), "disabledAt": _iso(webhook.state.get("disabledAt"))}
+
+
+def _iso(value: Any) -> str | None:
+    """Stored times are Unix seconds; anything else (an older row's ISO text) is passed on as text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return clock.iso(float(value))
+    return None if value is None else str(value)
+
+
+def render_window(conversation: Conversation, now: float | None = None) -> dict[str, Any]:
+    """The platform's messaging window (buzzi/windows.py) as it stands `now`: {"state", "closesAt"}."""
+    adapter = ADAPTERS.get(conversation.channel)
+    if adapter is None:  # web chat: no platform window
+        return {"state": windows.NONE, "closesAt": None}
+    # window() reads only the adapter's class-level window rules, so the class serves as well as an instance.
+    rendered = windows.window(adapter, conversation, clock.now() if now is None else now).render()  # type: ignore[arg-type]
+    return {**rendered, "closesAt": clock.iso(rendered["closesAt"])}
 
 
 def render_conversation(conversation: Conversation) -> dict[str, Any]:
@@ -86,19 +114,65 @@ def render_conversation(conversation: Conversation) -> dict[str, Any]:
         "channel": conversation.channel, "webhookId": conversation.webhook_id,
         "externalChatId": conversation.external_chat_id, "status": conversation.status,
         "owner": conversation.owner, "messageCount": conversation.message_count,
-        "lastMessageAt": clock.iso(conversation.last_message_at), "customer": conversation.customer,
+        "lastMessageAt": clock.iso(conversation.last_message_at),
+        "lastInboundAt": clock.iso(conversation.last_inbound_at),
+        "window": render_window(conversation), "customer": conversation.customer,
         **_times(conversation),
     }
 
 
+DELIVERY_STATUSES = ("pending", "sent", "delivered", "read", "failed")
+
+
+def render_delivery(delivery: dict[str, Any]) -> dict[str, Any] | None:
+    """A reply's delivery as docs/contract.md §4 gives it: {"status", "attempts", "ids", "error"?:
+    {"code", "title", "details"?}, "notBefore"?, "via"?}. Rows written before receipts stored the
+    error as a plain string (and its code beside it): shown in the same shape."""
+    if not delivery:
+        return None
+    out: dict[str, Any] = {"status": delivery.get("status") or "pending",
+                           "attempts": int(delivery.get("attempts") or 0),
+                           "ids": [str(i) for i in delivery.get("ids") or []]}
+    error = _delivery_error(delivery)
+    if error is not None:
+        out["error"] = error
+    if delivery.get("notBefore") is not None and out["status"] == "pending":
+        out["notBefore"] = _iso(delivery["notBefore"])
+    if delivery.get("via"):
+        out["via"] = str(delivery["via"])
+        template = delivery.get("template")
+        if isinstance(template, dict) and template.get("name"):
+            out["template"] = {"name": str(template["name"]), "language": template.get("language")}
+    return out
+
+
+def _delivery_error(delivery: dict[str, Any]) -> dict[str, Any] | None:
+    error = delivery.get("error")
+    if error is None or error == "":
+        return None
+    if isinstance(error, dict):
+        shaped: dict[str, Any] = {"code": _code(error.get("code")),
+                                  "title": str(error.get("title") or error.get("message") or "Delivery failed")}
+        if error.get("details"):
+            shaped["details"] = str(error["details"])
+        return shaped
+    return {"code": _code(delivery.get("code")), "title": str(error)}
+
+
+def _code(code: Any) -> str | int | None:
+    """The platform's own code as it gave it (Graph: a number; ours: "window_closed", an HTTP status)."""
+    if code is None or (isinstance(code, int | str) and not isinstance(code, bool)):
+        return code
+    return str(code)
+
+
 def render_message(message: Message) -> dict[str, Any]:
     """With the processing state and the outbound delivery, so failed sends show in the dashboard."""
-    delivery = dict(message.delivery)
     return {
         "id": message.id, "conversationId": message.conversation_id, "role": message.role,
         "content": message.content, "attachments": message.attachments, "channel": message.channel,
         "state": message.state, "attempts": message.attempts,
-        "delivery": delivery or None,
+        "delivery": render_delivery(message.delivery),
         "replyTo": message.reply_to, "metadata": message.metadata, "createdAt": clock.iso(message.created_at),
     }
 

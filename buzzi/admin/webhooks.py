@@ -11,7 +11,7 @@ from buzzi.admin import scope
 from buzzi.admin import validation as v
 from buzzi.admin.render import webhook_url
 from buzzi.auth import Principal
-from buzzi.channels.base import ChannelAdapter, CredentialsError
+from buzzi.channels.base import ChannelAdapter, CredentialsError, SendError
 from buzzi.channels.registry import CHANNELS, ChannelRegistry
 from buzzi.errors import Invalid, UpstreamFailed
 from buzzi.ids import new_id
@@ -20,8 +20,10 @@ from buzzi.store.base import Store
 
 log = logging.getLogger("buzzi.admin.webhooks")
 
-FIELDS = ("channel", "status", "secret", "verifyToken", "credentials", "ipAllowlist")
-UPDATABLE = ("status", "verifyToken", "credentials", "ipAllowlist")
+FIELDS = ("channel", "status", "secret", "verifyToken", "credentials", "ipAllowlist", "settings")
+UPDATABLE = ("status", "verifyToken", "credentials", "ipAllowlist", "settings")
+# What the gateway writes into state when it disables a webhook itself (a receiver answered 410).
+DISABLED_STATE = ("disabledReason", "disabledAt")
 STATUSES = ("active", "disabled")
 MAX_SECRET = 1024
 
@@ -55,14 +57,16 @@ class WebhookAdmin:
         channel = v.choice(v.require(data, "channel"), "channel", CHANNELS)
         adapter = self._adapter(channel)
         credentials = _credentials(adapter, data.get("credentials", {}))
+        settings = _settings(adapter, data.get("settings"))
         given_secret = _optional_secret(data.get("secret"), "secret")
         given_verify = _optional_secret(data.get("verifyToken"), "verifyToken")
         secret, verify_token = _secrets(adapter, given_secret, given_verify)
+        await _check(adapter, credentials)  # before anything is stored (Teams fetches a token)
         webhook = Webhook(
             id=new_id("webhook"), company_id=company_id, agent_id=agent_id, channel=channel,
             status=v.choice(data.get("status", "active"), "status", STATUSES),
             secret=secret, verify_token=verify_token, credentials=credentials,
-            ip_allowlist=v.cidrs(data.get("ipAllowlist", [])),
+            ip_allowlist=v.cidrs(data.get("ipAllowlist", [])), settings=settings,
         )
         # Stored before registering: the platform may deliver the first update at once.
         await self.store.add(webhook)
@@ -87,10 +91,18 @@ class WebhookAdmin:
         changes: dict[str, Any] = {}
         if "status" in data:
             changes["status"] = v.choice(data["status"], "status", STATUSES)
+            if changes["status"] == "active" and any(key in webhook.state for key in DISABLED_STATE):
+                # Enabled again by a person: the platform's old reason no longer describes it.
+                changes["state"] = {k: val for k, val in webhook.state.items() if k not in DISABLED_STATE}
+        if "settings" in data:
+            changes["settings"] = _settings(self._adapter(webhook.channel), data["settings"])
         if "ipAllowlist" in data:
             changes["ip_allowlist"] = v.cidrs(data["ipAllowlist"] or [])
         if "credentials" in data:
-            changes["credentials"] = _credentials(self._adapter(webhook.channel), data["credentials"])
+            adapter = self._adapter(webhook.channel)
+            changes["credentials"] = _credentials(adapter, data["credentials"])
+            if changes["credentials"] != webhook.credentials:
+                await _check(adapter, changes["credentials"])
         if "verifyToken" in data:
             if webhook.verify_token is None:
                 raise Invalid("verifyToken", f"{webhook.channel} webhooks have no verify token")
@@ -139,6 +151,28 @@ def _credentials(adapter: ChannelAdapter, value: Any) -> dict[str, Any]:
         return adapter.validate_credentials(value)
     except CredentialsError as exc:
         raise _invalid(exc, "credentials") from None
+
+
+async def _check(adapter: ChannelAdapter, credentials: dict[str, Any]) -> None:
+    """The platform's word on the credentials: wrong ones are a 400 naming the field; a platform
+    that cannot answer now is a 502 (nothing is known about them, nothing is stored)."""
+    try:
+        await adapter.check_credentials(credentials)
+    except CredentialsError as exc:
+        raise _invalid(exc, "credentials") from None
+    except SendError as exc:
+        log.warning("checking %s credentials failed: %s", adapter.channel, exc)
+        raise UpstreamFailed(f"{adapter.display_name} credentials could not be checked: {exc}",
+                             field="credentials") from None
+
+
+def _settings(adapter: ChannelAdapter, value: Any) -> dict[str, Any]:
+    """The channel's webhook settings (WhatsApp's re-engagement template), checked by its adapter;
+    a bad value is a 400 naming "settings.<field>"."""
+    try:
+        return adapter.validate_settings(value)
+    except CredentialsError as exc:
+        raise _invalid(exc, "settings") from None
 
 
 def _secrets(adapter: ChannelAdapter, secret: str | None, verify_token: str | None) -> tuple[str | None, str | None]:

@@ -26,6 +26,18 @@ RUNNER_CLASSES: dict[str, type[AgentRunner]] = {"faq": FaqAgent, "openai": OpenA
 assert set(RUNNER_CLASSES) == set(AGENT_KINDS)
 
 
+def common_settings(settings: Any) -> dict[str, Any]:
+    """The settings every agent kind takes, read by the gateway rather than the runner:
+    `answerEdits` (bool, default false): a customer's edit of a message is answered again instead of
+    only being recorded on the message (buzzi/webhooks.py)."""
+    value = settings.get("answerEdits") if isinstance(settings, dict) else None
+    if value is None:
+        return {}
+    if not isinstance(value, bool):
+        raise SettingsError("settings.answerEdits", "must be true or false")
+    return {"answerEdits": value}
+
+
 class AgentRegistry:
     def __init__(self, settings: AgentSettings, net_policy: NetPolicy | None = None) -> None:
         self.settings = settings
@@ -62,7 +74,7 @@ class AgentRegistry:
                 self.net_policy.check_url(valid[key])
             except BlockedAddressError as exc:
                 raise SettingsError(f"settings.{key}", str(exc)) from None
-        return valid
+        return {**valid, **common_settings(settings)}
 
     async def run(self, ctx: AgentContext) -> AsyncIterator[AgentEvent]:
         """The agent's events with the seam's promise enforced whatever the runner does: exactly

@@ -127,14 +127,61 @@ class InboundMessage:
     meta: dict[str, Any] = field(default_factory=dict)
     # Attachments past webhooks.max_attachments, dropped by the intake (recorded on the message).
     attachments_dropped: int = 0
+    # An edit: the channel dedupe id (`message_id`) of the message it changes. The intake records it
+    # on that message instead of answering again, unless the agent's settings ask for re-answers.
+    edit_of: str | None = None
+    # Other ids the same chat is known by (WhatsApp: the phone number and the business-scoped user
+    # id): the intake finds the chat's conversation by any of them, so one customer keeps one
+    # conversation when a phone number appears or disappears.
+    chat_aliases: list[str] = field(default_factory=list)
+
+
+RECEIPT_STATUSES = ("sent", "delivered", "read", "failed")
+
+
+@dataclass
+class Receipt:
+    """The platform's later word on one of our sends (WhatsApp statuses[], Messenger and Instagram
+    delivery/read events), matched to the reply by platform message id (delivery.ids)."""
+
+    status: str  # one of RECEIPT_STATUSES
+    message_ids: list[str] = field(default_factory=list)  # the platform ids it names (wamid, mids)
+    # Watermark receipts (Messenger/Instagram): every send to `chat_id` up to `watermark` (Unix
+    # seconds) has reached this status, whether or not its id is named.
+    chat_id: str | None = None
+    watermark: float | None = None
+    timestamp: float | None = None
+    error: dict[str, Any] | None = None  # failed: {"code", "title", "details"?}
+    # A late failure the platform says may pass (throughput, pair rate limit): the part is sent
+    # again, not before `retry_after` seconds.
+    retryable: bool = False
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class ChatMove:
+    """The platform moved a chat to a new id (Telegram group -> supergroup, migrate_to_chat_id)."""
+
+    old_chat_id: str
+    new_chat_id: str
 
 
 @dataclass
 class ParseResult:
     messages: list[InboundMessage] = field(default_factory=list)
-    ignored: int = 0  # receipts, echoes, bot messages, joins...
+    ignored: int = 0  # events that are not messages to answer; drop() counts them by reason
+    # Why each non-message was not answered, reason -> count ("receipt", "echo", "reaction",
+    # "bot_message", "unsupported_event", ...): the delivery log and /metrics show them.
+    drops: dict[str, int] = field(default_factory=dict)
+    receipts: list[Receipt] = field(default_factory=list)
+    moves: list[ChatMove] = field(default_factory=list)
     # A body to answer with instead of {"status": "ok"} (Slack url_verification challenge).
     response: dict[str, Any] | None = None
+
+    def drop(self, reason: str, count: int = 1) -> None:
+        """Count `count` events deliberately not answered, with a short snake_case reason."""
+        self.ignored += count
+        self.drops[reason] = self.drops.get(reason, 0) + count
 
 
 @dataclass
@@ -146,6 +193,11 @@ class ReplyTarget:
     # The outbound Message id of this reply: a stable idempotency key across send retries
     # (the custom channel's webhook-id derives from it).
     reply_id: str | None = None
+    # How the send must go, chosen by buzzi/windows.py from the platform's messaging window:
+    # "standard"; "human_agent" (Messenger/Instagram HUMAN_AGENT tag, a person's reply within 7
+    # days); "template" (WhatsApp re-engagement template `template` = {"name", "language"}).
+    mode: str = "standard"
+    template: dict[str, Any] | None = None
 
     @property
     def chat_id(self) -> str:
@@ -165,6 +217,9 @@ class ChannelAdapter(abc.ABC):
     # are derived from these, so a new channel touches nothing outside buzzi/channels/.
     display_name: ClassVar[str]
     credential_fields: ClassVar[tuple[CredentialField, ...]] = ()
+    # The webhook settings the admin forms ask for (validate_settings checks them); a dotted name is
+    # a nested key ("reengagementTemplate.name" -> {"reengagementTemplate": {"name": ...}}).
+    setting_fields: ClassVar[tuple[CredentialField, ...]] = ()
     # Where the inbound signing secret comes from: "given" (the platform's, typed in and rotated by
     # the admin), "generated" (ours, registered with or shown to the sender) or "none" (Teams: JWT).
     secret_source: ClassVar[str] = "none"
@@ -177,6 +232,16 @@ class ChannelAdapter(abc.ABC):
     send_limits: ClassVar[SendLimits] = SendLimits()
     # Whether the typing indicator is a call that counts against the same limits (WhatsApp).
     paces_typing: ClassVar[bool] = False
+    # How often the typing indicator is refreshed while the agent works (it fades on the platform
+    # after a while); None: shown once.
+    typing_interval: ClassVar[float | None] = None
+    # Messaging windows (buzzi/windows.py), in seconds since the customer's last message: free-form
+    # sends within `service_window`; a person's reply within `human_window` (Messenger/Instagram
+    # HUMAN_AGENT tag); WhatsApp (`template_reengagement`) needs a template after the window.
+    # None: the channel has no window.
+    service_window: ClassVar[float | None] = None
+    human_window: ClassVar[float | None] = None
+    template_reengagement: ClassVar[bool] = False
 
     def __init__(self, settings: ChannelSettings, http: Any, *,
                  replay_window: float = DEFAULT_REPLAY_WINDOW) -> None:
@@ -205,6 +270,19 @@ class ChannelAdapter(abc.ABC):
     ) -> tuple[str | None, str | None]:
         """(secret, verify_token) to store: generated where the platform lets us choose them."""
         return given_secret, given_verify_token
+
+    def validate_settings(self, settings: Any) -> dict[str, Any]:
+        """Normalised webhook settings (admin-chosen and not secret, e.g. WhatsApp's re-engagement
+        template) or CredentialsError naming the field. Channels without settings accept only {}."""
+        if settings in (None, {}):
+            return {}
+        if not isinstance(settings, dict):
+            raise CredentialsError("settings", "expected an object")
+        raise CredentialsError(f"settings.{next(iter(settings))}", f"the {self.channel} channel has no such setting")
+
+    async def check_credentials(self, credentials: dict[str, Any]) -> None:
+        """Prove the credentials work with the platform before the webhook is stored (Teams fetches
+        a token); raise CredentialsError naming the field that is wrong. Default: nothing to check."""
 
     async def on_created(self, webhook: Webhook, url: str) -> dict[str, Any]:
         """Register with the platform where it has an API for it (Telegram setWebhook); returns
@@ -239,8 +317,10 @@ class ChannelAdapter(abc.ABC):
         """Send one text (already formatted, within text_limit); return the platform's message
         ids. Raise SendError with the channel's retry classification."""
 
-    async def typing(self, webhook: Webhook, target: ReplyTarget) -> None:
-        """Show the channel's typing indicator, where it has one (best effort)."""
+    async def typing(self, webhook: Webhook, target: ReplyTarget, *, first: bool = True) -> None:
+        """Show the channel's typing indicator, where it has one (best effort). `first` is False for
+        the refreshes every `typing_interval`: a read receipt, where the channel has one, goes only
+        with the first."""
 
     async def acknowledge(self, webhook: Webhook, message: InboundMessage) -> None:
         """Channel-level receipt for an interaction (Telegram answerCallbackQuery), best effort."""

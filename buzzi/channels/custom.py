@@ -2,7 +2,8 @@
 
 In: `{"type": "message.created", "timestamp", "data": {"message_id", "chat_id", "sender": {"id",
 "name"}, "text", "reply_to_id"?, "attachments"?: [{"url", "mime_type", "name"}]}}` signed with the
-webhook's `whsec_` secret; other types are acknowledged and ignored.
+webhook's `whsec_` secret; other types are acknowledged and dropped (reason test_event or
+unsupported_event in the delivery log and /metrics).
 Out: `{"type": "message.reply", "timestamp", "data": {"chat_id", "reply_to_id", "text"}}` POSTed
 to `callbackUrl`, signed the same way. The webhook-id of a reply is derived from the reply, so it
 stays the same across retries and the receiver can deduplicate; webhook-timestamp is per attempt.
@@ -125,7 +126,10 @@ class CustomAdapter(ChannelAdapter):
         if not isinstance(event_type, str):
             raise PayloadError('expected a "type" string')
         if event_type != "message.created":
-            return ParseResult(ignored=1)
+            # The type is the sender's text: the reason is from a fixed set, never the type itself.
+            result = ParseResult()
+            result.drop("test_event" if event_type == "webhook.test" else "unsupported_event")
+            return result
         data = envelope.get("data")
         if not isinstance(data, dict):
             raise PayloadError("data: expected an object")
@@ -223,6 +227,9 @@ class CustomAdapter(ChannelAdapter):
                 raise
             raise blocked from None
         if status == 410:
+            # Standard Webhooks (spec/standard-webhooks.md, "Delivery success and failure"): 410 Gone
+            # means the receiver wants no more webhooks; the delivery service disables this webhook
+            # on code "gone" (status "disabled", state.disabledReason) instead of retrying.
             raise SendError("custom: callbackUrl answered 410 Gone: the receiver asks to be disabled",
                             retryable=False, status=status, code="gone")
         if 300 <= status < 400:

@@ -42,6 +42,9 @@ class InstagramAdapter(MessagingAdapter):
     object_name = "instagram"
     account_key = "ig_user_id"
     account_field = "igUserId"
+    # The send-message doc sample carries no messaging_type for a standard reply; a HUMAN_AGENT reply
+    # names MESSAGE_TAG (meta.MessagingAdapter.message_body).
+    names_response_type = False
 
     def validate_credentials(self, credentials: Any) -> dict[str, Any]:
         return {

@@ -42,7 +42,3 @@ class MessengerAdapter(MessagingAdapter):
                                       self.token(webhook))
         name = " ".join(str(found[k]).strip() for k in ("first_name", "last_name") if found.get(k))
         return {"name": name[:200]} if name else {}
-
-    def message_body(self, recipient: str, text: str) -> dict[str, Any]:
-        # messaging_type is required; RESPONSE = an answer inside the 24 h window.
-        return {"recipient": {"id": recipient}, "messaging_type": "RESPONSE", "message": {"text": text}}

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from buzzi.channels.base import (
@@ -23,6 +23,7 @@ from buzzi.channels.base import (
     InboundMessage,
     ParseResult,
     PayloadError,
+    Receipt,
     ReplyTarget,
     SampleEvent,
     SendError,
@@ -59,16 +60,37 @@ def require_field(credentials: Any, name: str, pattern: re.Pattern[str], expecte
 
 # ---------------------------------------------------------------------------- errors
 
+# Graph rate limits (app, account, Page and business-use-case limits): retryable later, whatever the
+# HTTP status they come with (often 400). docs/channels.md §8a.
+GRAPH_RATE_LIMITS = frozenset({4, 17, 32, 613, *range(80001, 80015)})
+
+
 @dataclass(frozen=True)
 class ErrorClasses:
-    """Graph `error.code`s by outcome; codes in neither set fall back to the HTTP status."""
+    """Graph `error.code`s by outcome; codes in neither set fall back to the HTTP status. `min_wait`
+    holds codes whose retry must wait at least that many seconds (WhatsApp's pair limit 131056)."""
 
     retryable: frozenset[int]
     permanent: frozenset[int]
+    min_wait: dict[int, float] = field(default_factory=dict)
+
+
+# Code 10 with this subcode: "This message is sent outside of allowed window" (Messenger Platform,
+# Send API error codes: developers.facebook.com/docs/messenger-platform/reference/send-api/error-codes).
+WINDOW_SUBCODES = frozenset({2018278})
+WINDOW_TITLE = ("Outside the messaging window: the customer's last message is more than 24 hours old "
+                "(a person's reply may use the HUMAN_AGENT tag within 7 days)")
+
+
+def outside_window(code: int | None, subcode: Any, message: str) -> bool:
+    # Instagram answers the same condition with other subcodes but the same wording.
+    return code == 10 and (subcode in WINDOW_SUBCODES or "allowed window" in message.lower())
 
 
 def graph_error(what: str, status: int, payload: Any, retry_after: str | None,
                 classes: ErrorClasses) -> SendError:
+    """The SendError for a Graph error answer. The class follows `error.code` whatever the HTTP
+    status (rate limits come as 400); `retry_after` is never shorter than the code's min_wait."""
     error = as_dict(as_dict(payload).get("error"))
     code = error.get("code") if isinstance(error.get("code"), int) else None
     subcode = error.get("error_subcode")
@@ -79,13 +101,17 @@ def graph_error(what: str, status: int, payload: Any, retry_after: str | None,
         retryable = False
     else:
         retryable = status == 429 or status >= 500
+    wait = parse_retry_after(retry_after)
+    if code in classes.min_wait:
+        wait = max(wait or 0.0, classes.min_wait[code])
     detail = f"{what} failed: HTTP {status}"
     if code is not None:
         detail += f", code {code}" + (f"/{subcode}" if subcode else "")
     if message:
         detail += f": {message}"
-    return SendError(detail, retryable=retryable, retry_after=parse_retry_after(retry_after),
-                     status=status, code=code)
+    if outside_window(code, subcode, message):
+        detail = f"{WINDOW_TITLE} ({detail})"  # permanent: the send must not be repeated blind
+    return SendError(detail, retryable=retryable, retry_after=wait, status=status, code=code)
 
 
 # ---------------------------------------------------------------------------- the adapter
@@ -154,11 +180,44 @@ class MetaAdapter(ChannelAdapter):
 # ---------------------------------------------------------------------------- Messenger and Instagram
 
 # Messenger Send API error codes (docs/channels.md §3.3); Instagram uses the same families (§4.2).
+# Every Graph rate limit (4, 17, 32, 613, 80001-80014, e.g. 80006 for Messenger) is retryable later,
+# whatever its HTTP status (Graph API "Rate Limits"; Messenger Platform "Common Error Codes").
 MESSAGING_ERRORS = ErrorClasses(
-    retryable=frozenset({1200, 2, 4, 613}),
+    retryable=frozenset({1200, 2, *GRAPH_RATE_LIMITS}),
     permanent=frozenset({10, 100, 551, 190, 230, 200}),
 )
 ATTACHMENT_KINDS = {"image": "image", "video": "video", "audio": "audio", "file": "file", "location": "location"}
+DAY = 24 * 3600.0
+MAX_RECEIPT_IDS = 100  # mids named by one delivery event; a hostile body must not grow a query
+MAX_MID_CHARS = 512
+# Events that are neither a message nor a receipt, by their key, with the drop reason each is counted
+# under (Messenger "Webhook Events Reference"; Instagram "Webhooks for Instagram Messaging").
+DROPPED_EVENTS = (
+    ("reaction", "reaction"),
+    ("referral", "referral"),
+    ("optin", "optin"),
+    ("pass_thread_control", "handover"),
+    ("take_thread_control", "handover"),
+    ("request_thread_control", "handover"),
+    ("app_roles", "handover"),
+    ("policy_enforcement", "policy_enforcement"),
+    ("account_linking", "account_linking"),
+)
+
+
+def millis_to_seconds(value: Any) -> float | None:
+    """A Graph millisecond timestamp as Unix seconds; None unless a plausible positive number."""
+    if isinstance(value, bool):
+        return None
+    millis = as_float(value)
+    if millis is None or not 0 < millis < 1e14:  # also rules out nan and inf
+        return None
+    return millis / 1000
+
+
+def receipt_mids(value: Any) -> list[str]:
+    mids = [m for m in value if isinstance(m, str) and 0 < len(m) <= MAX_MID_CHARS] if isinstance(value, list) else []
+    return mids[:MAX_RECEIPT_IDS]
 
 
 class MessagingAdapter(MetaAdapter):
@@ -170,6 +229,17 @@ class MessagingAdapter(MetaAdapter):
     error_classes = MESSAGING_ERRORS
     # Send API calls per second per Page or IG account (one webhook) for text (docs/channels.md §3.3, §4.2).
     send_limits = SendLimits(per_account=300.0)
+    # "Typing indicators are automatically turned off after 20 seconds, or when the bot sends a
+    # message" (Messenger Platform, Sender Actions): refreshed well inside that.
+    typing_interval = 15.0
+    # Standard messaging within 24 h of the customer's last message; a person's reply with the
+    # HUMAN_AGENT tag within 7 days (Messenger Platform "Send a Message" and message tags policy;
+    # the same for Instagram Messaging).
+    service_window = DAY
+    human_window = 7 * DAY
+    # Whether a standard send names `messaging_type: RESPONSE` (required by the Messenger Send API;
+    # the Instagram send-message doc sample has no messaging_type).
+    names_response_type: ClassVar[bool] = True
 
     def sample_event(self, webhook: Webhook, now: float) -> SampleEvent:
         account = str(webhook.credentials.get(self.account_field) or "0")
@@ -190,42 +260,74 @@ class MessagingAdapter(MetaAdapter):
         result = ParseResult()
         for entry in list_of_dicts(data, "entry", "body"):
             # standby[] carries threads another app owns (handover protocol): not ours to answer
-            result.ignored += len(list_of_dicts(entry, "standby", "entry"))
-            result.ignored += len(list_of_dicts(entry, "changes", "entry"))  # feed/comment fields
+            if standby := list_of_dicts(entry, "standby", "entry"):
+                result.drop("standby", len(standby))
+            if changes := list_of_dicts(entry, "changes", "entry"):
+                result.drop("unsupported_event", len(changes))  # feed/comment fields
             for event in list_of_dicts(entry, "messaging", "entry"):
-                message = self.parse_event(event, entry)
-                if message is None:
-                    result.ignored += 1
-                else:
-                    result.messages.append(message)
+                self.parse_event(event, entry, result)
         return result
 
-    def parse_event(self, event: dict[str, Any], entry: dict[str, Any]) -> InboundMessage | None:
+    def parse_event(self, event: dict[str, Any], entry: dict[str, Any], result: ParseResult) -> None:
+        """One `messaging[]` event: a message for `result.messages`, a receipt for `result.receipts`,
+        or a drop with its reason."""
         sender = as_str(as_dict(event.get("sender")).get("id"))
-        account = as_str(as_dict(event.get("recipient")).get("id")) or as_str(entry.get("id"))
         if not sender:
-            return None
-        millis = as_float(event.get("timestamp"))
-        base = {
-            "channel": self.channel,
-            "chat_id": sender,
-            "sender_id": sender,
-            "timestamp": millis / 1000 if millis is not None else None,
-        }
+            result.drop("malformed_event")
+            return
+        account = as_str(as_dict(event.get("recipient")).get("id")) or as_str(entry.get("id"))
+        base = {"channel": self.channel, "chat_id": sender, "sender_id": sender,
+                "timestamp": millis_to_seconds(event.get("timestamp"))}
         meta: dict[str, Any] = {self.account_key: account}
+        message: InboundMessage | None = None
         if isinstance(event.get("message"), dict):
-            return self._message(event["message"], base, meta)
-        if isinstance(event.get("postback"), dict):
-            return self._postback(event["postback"], event, base, meta)
-        if isinstance(event.get("message_edit"), dict):
-            return self._edit(event["message_edit"], base, meta)
-        return None  # delivery, read, reaction, referral, optin...: receipts, not messages
+            message = self._message(event["message"], base, meta, result)
+        elif isinstance(event.get("postback"), dict):
+            message = self._postback(event["postback"], event, base, meta, result)
+        elif isinstance(event.get("message_edit"), dict):
+            message = self._edit(event["message_edit"], base, meta, result)
+        elif isinstance(event.get("delivery"), dict) or isinstance(event.get("read"), dict):
+            self._receipt(event, sender, base["timestamp"], result)
+        else:
+            result.drop(next((reason for key, reason in DROPPED_EVENTS if key in event), "unsupported_event"))
+        if message is not None:
+            result.messages.append(message)
 
-    def _message(self, message: dict[str, Any], base: dict[str, Any],
-                 meta: dict[str, Any]) -> InboundMessage | None:
+    def _receipt(self, event: dict[str, Any], sender: str, timestamp: float | None, result: ParseResult) -> None:
+        """Messenger `delivery` {mids?, watermark} and `read` {watermark} (message_deliveries and
+        message_reads webhook references: everything sent before the watermark, in ms, is
+        delivered/read); Instagram `messaging_seen` arrives as `read` {mid} naming the last message
+        seen. The sender is the customer, so the chat is theirs."""
+        key = "delivery" if isinstance(event.get("delivery"), dict) else "read"
+        status = "delivered" if key == "delivery" else "read"
+        body = as_dict(event.get(key))
+        mids = receipt_mids(body.get("mids"))
+        if status == "read" and isinstance(body.get("mid"), str):
+            mids = receipt_mids([body["mid"]])
+        watermark = millis_to_seconds(body.get("watermark"))
+        if not mids and watermark is None:
+            result.drop("malformed_event")
+            return
+        result.receipts.append(Receipt(status, message_ids=mids, chat_id=sender, watermark=watermark,
+                                       timestamp=timestamp if timestamp is not None else watermark))
+        result.drop("receipt")
+
+    def _message(self, message: dict[str, Any], base: dict[str, Any], meta: dict[str, Any],
+                 result: ParseResult) -> InboundMessage | None:
         mid = as_str(message.get("mid"))
-        if not mid or message.get("is_echo") or message.get("is_deleted") or message.get("is_unsupported"):
-            return None  # our own sends echoed back (reply loops), unsends, unsupported content
+        if message.get("is_echo"):
+            result.drop("echo")  # our own sends echoed back: answering them would loop
+            return None
+        if message.get("is_deleted"):
+            result.drop("revoke")  # the customer unsent a message
+            return None
+        if not mid:
+            result.drop("malformed_event")
+            return None
+        meta["mid"] = mid
+        if message.get("is_unsupported"):
+            # Content the API cannot show us (Instagram): answered with channels.unreadable_message.
+            return InboundMessage(message_id=mid, text="", kind="unsupported", meta=meta, **base)
         text = message.get("text") if isinstance(message.get("text"), str) else ""
         attachments = [self._attachment(a) for a in list_of_dicts(message, "attachments", "message")]
         kind = "text" if text or not attachments else attachments[0].kind
@@ -236,13 +338,15 @@ class MessagingAdapter(MetaAdapter):
         reply_to = as_dict(message.get("reply_to"))
         if isinstance(reply_to.get("story"), dict):
             meta["story"] = {k: v for k, v in reply_to["story"].items() if k in ("id", "url")}
-        meta["mid"] = mid
         return InboundMessage(message_id=mid, text=text, kind=kind, attachments=attachments,
                               reply_to_id=as_str(reply_to.get("mid")), meta=meta, **base)
 
     def _postback(self, postback: dict[str, Any], event: dict[str, Any], base: dict[str, Any],
-                  meta: dict[str, Any]) -> InboundMessage:
+                  meta: dict[str, Any], result: ParseResult) -> InboundMessage | None:
         payload = as_str(postback.get("payload")) or ""
+        if not payload and not as_str(postback.get("title")):
+            result.drop("empty_postback")  # a button with neither title nor payload: nothing to answer
+            return None
         mid = as_str(postback.get("mid"))
         if not mid:
             # Postbacks before v11.0 carry no mid: the same click redelivered must get the same id.
@@ -252,16 +356,20 @@ class MessagingAdapter(MetaAdapter):
         title = as_str(postback.get("title")) or payload
         return InboundMessage(message_id=mid, text=title, kind="postback", meta=meta, **base)
 
-    def _edit(self, edit: dict[str, Any], base: dict[str, Any], meta: dict[str, Any]) -> InboundMessage | None:
+    def _edit(self, edit: dict[str, Any], base: dict[str, Any], meta: dict[str, Any],
+              result: ParseResult) -> InboundMessage | None:
+        """message_edit {mid, text, num_edit} (Messenger "message_edits" webhook reference): the mid
+        is the original's, so the intake records the edit on it (edit_of) instead of answering again."""
         mid = as_str(edit.get("mid"))
         if not mid:
+            result.drop("malformed_event")
             return None
         # The edit carries the original's mid: keep the dedupe id distinct per edit.
         number = as_str(edit.get("num_edit")) or "1"
         meta.update({"mid": mid, "original_message_id": mid, "num_edit": number})
         text = edit.get("text") if isinstance(edit.get("text"), str) else ""
         return InboundMessage(message_id=f"{mid}:edit:{number}", text=text, kind="edit",
-                              reply_to_id=mid, meta=meta, **base)
+                              reply_to_id=mid, edit_of=mid, meta=meta, **base)
 
     @staticmethod
     def _attachment(item: dict[str, Any]) -> Attachment:
@@ -279,26 +387,45 @@ class MessagingAdapter(MetaAdapter):
         return Attachment(kind=ATTACHMENT_KINDS.get(kind, kind), url=as_str(payload.get("url")), extra=extra)
 
     # ---- output side
-    def message_body(self, recipient: str, text: str) -> dict[str, Any]:
-        return {"recipient": {"id": recipient}, "message": {"text": text}}
+    def message_body(self, target: ReplyTarget, text: str) -> dict[str, Any]:
+        """The Send API body for `target.mode` (buzzi/windows.py chose it from the window): a person's
+        reply after 24 h goes as `messaging_type: MESSAGE_TAG` + `tag: HUMAN_AGENT` (Messenger
+        Platform "Send a Message", message tags; Instagram Messaging the same)."""
+        body: dict[str, Any] = {"recipient": {"id": target.chat_id}, "message": {"text": text}}
+        if target.mode == "human_agent":
+            body.update({"messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT"})
+        elif target.mode != "standard":
+            raise SendError(f"{self.channel}: cannot send a {target.mode!r} message (templates are WhatsApp's)",
+                            retryable=False)
+        elif self.names_response_type:
+            body["messaging_type"] = "RESPONSE"  # an answer inside the 24-hour window
+        return body
 
     async def send(self, webhook: Webhook, target: ReplyTarget, text: str) -> list[str]:
         if not target.chat_id:
             raise SendError(f"{self.channel}: the conversation has no recipient id", retryable=False)
         answer = await self.graph_call(f"{self.channel} send", "POST", f"{self.api_base}/me/messages",
-                                       self.token(webhook), self.message_body(target.chat_id, text))
+                                       self.token(webhook), self.message_body(target, text))
         message_id = as_str(answer.get("message_id"))
         return [message_id] if message_id else []
 
-    async def typing(self, webhook: Webhook, target: ReplyTarget) -> None:
+    async def typing(self, webhook: Webhook, target: ReplyTarget, *, first: bool = True) -> None:
+        """`mark_seen` once, with the first call, then `typing_on`; a refresh sends only `typing_on`.
+        Each sender action is its own request with only `recipient` and `sender_action`
+        (Messenger Platform and Instagram "Sender Actions")."""
         if not target.chat_id:
             return
-        body = {"recipient": {"id": target.chat_id}, "sender_action": "typing_on"}
+        if first:
+            await self._sender_action(webhook, target, "mark_seen")
+        await self._sender_action(webhook, target, "typing_on")
+
+    async def _sender_action(self, webhook: Webhook, target: ReplyTarget, action: str) -> None:
+        body = {"recipient": {"id": target.chat_id}, "sender_action": action}
         try:
-            await self.graph_call(f"{self.channel} typing", "POST", f"{self.api_base}/me/messages",
+            await self.graph_call(f"{self.channel} {action}", "POST", f"{self.api_base}/me/messages",
                                   self.token(webhook), body)
         except Exception as exc:  # noqa: BLE001 - best effort: a missing indicator must never fail the reply
-            log.info("%s typing indicator failed: %s", self.channel, exc.__class__.__name__,
+            log.info("%s %s failed: %s", self.channel, action, exc.__class__.__name__,
                      extra={"fields": {"webhook_id": webhook.id, "error": str(exc)[:200]}})
 
     async def download_media(self, webhook: Webhook, attachment: Attachment) -> tuple[bytes, str | None]:

@@ -5,8 +5,11 @@ chose (custom callbackUrl, inbound media URLs) go through `tenant_session`, whos
 the network policy (buzzi/netguard.py).
 
 Adapters classify a failed response into SendError(retryable=..., retry_after=...); `with_retry`
-turns that into exponential backoff with full jitter, honouring Retry-After (capped), and gives
-up at once on permanent errors.
+turns that into exponential backoff with full jitter and gives up at once on permanent errors.
+Retry-After (HTTP) and Telegram's `parameters.retry_after` are a "not before" (docs/channels.md
+§8a; Telegram Bot API "ResponseParameters": "the number of seconds left to wait before the
+request can be repeated"): a retry never goes earlier, whatever the backoff cap, and a wait longer
+than the caller may hold a worker becomes SendLater, a durable reschedule.
 """
 
 from __future__ import annotations
@@ -25,6 +28,18 @@ from buzzi.netguard import NetPolicy, blocked_cause
 
 T = TypeVar("T")
 USER_AGENT = "BuzziGateway/0.1 (+https://buzzi.ai)"
+
+
+class SendLater(Exception):
+    """A send may not go out for longer than is worth holding a worker (a Retry-After past the
+    backoff cap, a pair rate limit measured in minutes): the caller reschedules it durably for
+    `delay` seconds from now instead of sleeping. Retry-After is a "not before": never earlier."""
+
+    def __init__(self, error: SendError, delay: float, attempts: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.delay = delay
+        self.attempts = attempts
 
 
 class OutboundHttp:
@@ -64,10 +79,12 @@ class OutboundHttp:
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
-    """Delay before retry number `attempt` (1-based): Retry-After when given, else full jitter."""
+    """Delay before retry number `attempt` (1-based): full jitter up to `cap`, but never less than
+    a Retry-After, which the cap does not shorten (it is the platform's "not before")."""
+    jitter = random.uniform(0, min(cap, base * (2 ** (attempt - 1))))
     if retry_after is not None and retry_after >= 0:
-        return min(retry_after, cap)
-    return random.uniform(0, min(cap, base * (2 ** (attempt - 1))))
+        return max(retry_after, jitter)
+    return jitter
 
 
 async def with_retry(
@@ -76,11 +93,14 @@ async def with_retry(
     max_attempts: int,
     base: float,
     cap: float,
+    inline_wait: float | None = None,
     on_retry: Callable[[int, SendError, float], None] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
     """Run `call` until it succeeds, fails permanently, or `max_attempts` are spent.
-    Network errors and timeouts count as retryable."""
+    Network errors and timeouts count as retryable. A retry that must wait longer than
+    `inline_wait` seconds (None: no limit) raises SendLater(error, delay, attempts) instead of
+    sleeping: the caller reschedules the send durably, not before `delay` from now."""
     attempt = 0
     while True:
         attempt += 1
@@ -94,6 +114,8 @@ async def with_retry(
             error.attempts = attempt  # type: ignore[attr-defined]
             raise error
         delay = backoff_delay(attempt, base, cap, error.retry_after)
+        if inline_wait is not None and delay > inline_wait:
+            raise SendLater(error, delay, attempt) from error
         if on_retry is not None:
             on_retry(attempt, error, delay)
         await sleep(delay)

@@ -5,6 +5,11 @@ Dedupe id: "{channel}:{ts}" rather than event_id. A message's ts is unique withi
 is the same in every delivery of it: Slack's retries (same event_id) AND the app_mention + message
 pair that one @mention produces (two event_ids, §10.2). Keying on event_id alone would answer such a
 mention twice; event_id is kept in meta for the delivery log.
+Edits (subtype message_changed, docs.slack.dev/reference/events/message/message_changed): the
+changed message keeps its ts, so the original's dedupe id is "{channel}:{message.ts}" (edit_of);
+the edit itself is "{channel}:{message.ts}:edit:{message.edited.ts}". A message_changed whose text
+did not change (link unfurls, language detection) is dropped as edit_unchanged.
+Every event that is not answered is dropped with a reason (ParseResult.drop).
 
 Outbound: chat.postMessage. Slack answers most errors with HTTP 200 and ok:false. There is no
 typing indicator for Events API bots (assistant.threads.setStatus exists only for AI-assistant
@@ -46,6 +51,14 @@ log = logging.getLogger(__name__)
 
 MESSAGE_EVENTS = ("message", "app_mention")
 KEPT_SUBTYPES = (None, "file_share", "thread_broadcast")
+# Why an event or message subtype is not answered (a fixed set: labels never come from the payload).
+# Subtypes not listed and not kept: "hidden_subtype" when Slack marks them hidden (not part of the
+# visible history, e.g. message_replied), else "unsupported_subtype".
+EVENT_DROPS = {"reaction_added": "reaction", "reaction_removed": "reaction",
+               "member_joined_channel": "membership", "member_left_channel": "membership"}
+SUBTYPE_DROPS = {"bot_message": "bot_message", "message_deleted": "message_deleted",
+                 "channel_join": "membership", "channel_leave": "membership",
+                 "group_join": "membership", "group_leave": "membership"}
 RETRYABLE_ERRORS = {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable",
                     "request_timeout"}
 MENTION_RE = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
@@ -115,22 +128,32 @@ class SlackAdapter(ChannelAdapter):
             if not isinstance(challenge, str):
                 raise PayloadError("url_verification without a challenge")
             return ParseResult(response={"challenge": challenge})
+        result = ParseResult()
         if envelope["type"] != "event_callback":
-            return ParseResult(ignored=1)  # app_rate_limited, ...
+            if envelope["type"] == "app_rate_limited":
+                # Slack is dropping this app's events (over ~30,000/hour per workspace): worth a warning.
+                log.warning("slack app_rate_limited for team %s", as_str(envelope.get("team_id")))
+                result.drop("app_rate_limited")
+            else:
+                result.drop("unsupported_event")
+            return result
         event = envelope.get("event")
         if not isinstance(event, dict):
             raise PayloadError("event_callback without an event")
-        message = _from_event(envelope, event, self._bot_user_ids(webhook, envelope))
-        return ParseResult(messages=[message]) if message else ParseResult(ignored=1)
+        _add(result, _from_event(envelope, event, self._bot_user_ids(webhook, envelope)))
+        return result
 
     def _parse_form(self, body: bytes) -> ParseResult:
         """Interactivity: one `payload` field of JSON (block_actions carries the pressed button)."""
         fields = parse_qs(body.decode("utf-8", "replace"))
         raw = fields.get("payload", [None])[0]
+        result = ParseResult()
         if raw is None:
-            return ParseResult(ignored=1)  # slash commands and the like are not conversations
-        message = _from_block_action(json_object(raw))
-        return ParseResult(messages=[message]) if message else ParseResult(ignored=1)
+            # Slash commands and the like are not conversations.
+            result.drop("slash_command" if "command" in fields else "unsupported_event")
+            return result
+        _add(result, _from_block_action(json_object(raw)))
+        return result
 
     # ---- output side
     def format(self, text: str) -> str:
@@ -256,19 +279,35 @@ def _files(event: dict[str, Any]) -> list[Attachment]:
     return found
 
 
-def _from_event(envelope: dict[str, Any], event: dict[str, Any], bot_ids: set[str]) -> InboundMessage | None:
-    if not _is_from_a_person(event, bot_ids):
-        return None
-    user, channel, ts = event["user"], event["channel"], str(event["ts"])
+def _add(result: ParseResult, outcome: InboundMessage | str) -> None:
+    """A message to answer, or the reason it is not answered."""
+    if isinstance(outcome, str):
+        result.drop(outcome)
+    else:
+        result.messages.append(outcome)
+
+
+def _reply_thread(event: dict[str, Any], message: dict[str, Any], ts: str) -> str | None:
+    """Reply in the thread; in a direct message only when the user wrote in one (a threaded answer to
+    every DM would hide the conversation in thread panes)."""
+    return as_str(message.get("thread_ts")) or (None if event.get("channel_type") == "im" else ts)
+
+
+def _from_event(envelope: dict[str, Any], event: dict[str, Any], bot_ids: set[str]) -> InboundMessage | str:
+    reason = _event_drop(event, bot_ids)
+    if reason is not None:
+        return reason
+    if event.get("subtype") == "message_changed":
+        return _from_edit(envelope, event, bot_ids)
+    user, channel, ts = event["user"], as_str(event.get("channel")), as_str(event.get("ts"))
+    if not channel or not ts:
+        return "incomplete_event"
     attachments = _files(event)
     text = _clean_text(as_text(event.get("text")) or "", bot_ids, strip_leading=event["type"] == "app_mention")
     if not text and not attachments:
-        return None
+        return "empty_message"  # e.g. only our mention
     thread_ts = as_str(event.get("thread_ts"))
-    # Reply in the thread; in a direct message only when the user wrote in one (a threaded answer to
-    # every DM would hide the conversation in thread panes).
-    reply_thread = thread_ts or (None if event.get("channel_type") == "im" else ts)
-    meta = {"event_id": envelope.get("event_id"), "ts": ts, "thread_ts": reply_thread,
+    meta = {"event_id": envelope.get("event_id"), "ts": ts, "thread_ts": _reply_thread(event, event, ts),
             "team_id": envelope.get("team_id"), "channel_type": event.get("channel_type"),
             "event_type": event["type"]}
     return InboundMessage(
@@ -288,25 +327,77 @@ def _from_event(envelope: dict[str, Any], event: dict[str, Any], bot_ids: set[st
     )
 
 
-def _is_from_a_person(event: dict[str, Any], bot_ids: set[str]) -> bool:
-    """A message or mention a person wrote: not a bot's (ourselves included), not an edit, delete or
-    join (§10.3), and with the user, channel and ts a reply needs."""
-    if event.get("type") not in MESSAGE_EVENTS or event.get("subtype") not in KEPT_SUBTYPES:
-        return False
-    if event.get("bot_id") or event.get("bot_profile"):
-        return False
-    user = as_str(event.get("user"))  # ids are strings: a list or object is no one's id
-    return bool(user and as_str(event.get("channel")) and as_str(event.get("ts"))) and user not in bot_ids
+def _from_edit(envelope: dict[str, Any], event: dict[str, Any], bot_ids: set[str]) -> InboundMessage | str:
+    """message_changed: the new message in `message` (same ts as the original), the old one in
+    `previous_message` (docs.slack.dev/reference/events/message/message_changed)."""
+    new, old = as_dict(event.get("message")), as_dict(event.get("previous_message"))
+    if new.get("subtype") == "tombstone":
+        return "message_deleted"  # a deleted thread parent stays as a tombstone
+    reason = _sender_drop(new, bot_ids)
+    if reason is not None:
+        return reason
+    channel, ts = as_str(event.get("channel")), as_str(new.get("ts"))
+    if not channel or not ts:
+        return "incomplete_event"
+    raw = as_text(new.get("text")) or ""
+    if old and raw == (as_text(old.get("text")) or ""):
+        return "edit_unchanged"  # link unfurls and language detection change the message, not its words
+    text = _clean_text(raw, bot_ids, strip_leading=False)
+    if not text:
+        return "empty_message"
+    edited_at = as_str(as_dict(new.get("edited")).get("ts")) or as_str(event.get("ts")) or ts
+    thread_ts = as_str(new.get("thread_ts"))
+    meta = {"event_id": envelope.get("event_id"), "ts": ts, "thread_ts": _reply_thread(event, new, ts),
+            "team_id": envelope.get("team_id"), "channel_type": event.get("channel_type"),
+            "event_type": "message_changed"}
+    return InboundMessage(
+        channel="slack",
+        message_id=f"{channel}:{ts}:edit:{edited_at}",
+        chat_id=channel,
+        sender_id=str(new["user"]),
+        text=text,
+        kind="edit",
+        timestamp=as_float(edited_at),
+        reply_to_id=thread_ts if thread_ts and thread_ts != ts else None,
+        thread_id=thread_ts or ts,
+        meta={k: v for k, v in meta.items() if v is not None or k == "thread_ts"},
+        edit_of=f"{channel}:{ts}",
+    )
 
 
-def _from_block_action(payload: dict[str, Any]) -> InboundMessage | None:
+def _event_drop(event: dict[str, Any], bot_ids: set[str]) -> str | None:
+    """Why the event is not a message or mention a person wrote (§10.3), or None when it is one."""
+    kind = event.get("type")
+    if kind not in MESSAGE_EVENTS:
+        return EVENT_DROPS.get(kind, "unsupported_event") if isinstance(kind, str) else "unsupported_event"
+    subtype = event.get("subtype")
+    if subtype == "message_changed":
+        return None  # judged by the message inside it
+    if isinstance(subtype, str) and subtype in SUBTYPE_DROPS:
+        return SUBTYPE_DROPS[subtype]
+    if subtype not in KEPT_SUBTYPES:
+        return "hidden_subtype" if event.get("hidden") else "unsupported_subtype"
+    return _sender_drop(event, bot_ids)
+
+
+def _sender_drop(message: dict[str, Any], bot_ids: set[str]) -> str | None:
+    """A bot's message (ourselves included: no reply loops), or one without a user id to answer."""
+    user = as_str(message.get("user"))  # ids are strings: a list or object is no one's id
+    if user is not None and user in bot_ids:
+        return "own_message"
+    if message.get("bot_id") or message.get("bot_profile"):
+        return "bot_message"
+    return None if user else "incomplete_event"
+
+
+def _from_block_action(payload: dict[str, Any]) -> InboundMessage | str:
     if payload.get("type") != "block_actions":
-        return None
+        return "unsupported_interaction"  # view_submission, shortcut, ...: not a conversation message
     actions = dicts_in(payload.get("actions"))
     user, container, message = (as_dict(payload.get(key)) for key in ("user", "container", "message"))
     channel = as_dict(payload.get("channel")).get("id") or container.get("channel_id")
     if not actions or not user.get("id") or not channel:
-        return None
+        return "incomplete_event"
     action = actions[0]
     parent = message.get("thread_ts") or container.get("thread_ts") or message.get("ts") or container.get("message_ts")
     return InboundMessage(

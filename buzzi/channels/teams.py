@@ -4,8 +4,10 @@ Inbound: every activity carries a Bot Framework JWT (RS256), checked against Mic
 keys: issuer, audience = our appId, expiry with 5 min skew, the key's endorsements must name the
 activity's channelId, and the `serviceurl` claim must equal activity.serviceUrl, the URL replies
 go to (so an unauthenticated serviceUrl is never trusted, §10.12).
-Outbound: a client-credentials token (cached until shortly before expiry), then the reply activity
-POSTed to {serviceUrl}v3/conversations/{id}/activities/{activityId}.
+Outbound: a client-credentials token from the bot's tenant (cached until shortly before expiry;
+teams_login.py), then the reply activity POSTed to {serviceUrl}v3/conversations/{id}/activities/
+{activityId}, split so that each whole activity stays within Teams' byte limit (teams_size.py).
+The credentials are proven when the webhook is created: a token is fetched (check_credentials).
 
 Adapters are long-lived (one per channel): the key and token caches live on the instance.
 """
@@ -29,6 +31,7 @@ import aiohttp
 import jwt
 import yarl
 
+from buzzi.channels import teams_login, teams_size
 from buzzi.channels.base import (
     Attachment,
     CannotSimulate,
@@ -38,6 +41,7 @@ from buzzi.channels.base import (
     InboundMessage,
     ParseResult,
     PayloadError,
+    Receipt,
     ReplyTarget,
     SampleEvent,
     SendError,
@@ -56,11 +60,23 @@ log = logging.getLogger(__name__)
 ISSUER = "https://api.botframework.com"
 ALGORITHMS = ("RS256", "RS384", "RS512")
 LEEWAY_SECONDS = 300
-SCOPE = "https://api.botframework.com/.default"
-TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 AT_RE = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
 TAG_RE = re.compile(r"<[^>]+>")
 RETRYABLE_STATUSES = {412, 429, 500, 502, 503, 504}
+# Personal chats, with the RSC permission ChatMessageReadReceipt.Read.Chat in the manifest: "the user
+# has read up to lastReadMessageId" (spark.js 9.activity/5.event/1.read-receipt; botbuilder
+# TeamsActivityHandler.OnTeamsReadReceiptAsync / ReadReceiptInfo).
+READ_RECEIPT = "application/vnd.microsoft.readReceipt"
+# Activity type -> why it is not answered (docs/channels.md §7.2; msteams-docs bots-notifications,
+# subscribe-to-conversation-events, conversation-messages). messageUpdate is handled apart (edits).
+NOT_ANSWERED = {
+    "messageDelete": "revoke",  # channelData.eventType softDeleteMessage
+    "messageReaction": "reaction",
+    "conversationUpdate": "membership",  # members added/removed, channel and team events
+    "installationUpdate": "installation",
+    "typing": "typing",
+    "invoke": "invoke",  # Action.Execute, message extensions: need an invoke response we do not give
+}
 
 
 class BotFrameworkKeys:
@@ -126,11 +142,15 @@ class TeamsAdapter(ChannelAdapter):
     display_name = "Teams"
     credential_fields = (CredentialField("appId", "Microsoft App ID"),
                          CredentialField("appPassword", "App password (client secret)", secret=True),
-                         CredentialField("tenantId", "Tenant ID (single-tenant bots)", required=False))
+                         CredentialField("tenantId", "Tenant ID (or botframework.com for a legacy multi-tenant bot)"))
     secret_source = "none"
     secret_hint = "None: Teams requests are authenticated by Microsoft's JWT."
-    # Teams answers 413 MessageSizeTooBig near 28 KB; community adapters chunk at ~28,000 UTF-16 units.
-    text_limit = 28000
+    # The longest text one activity carries, in UTF-16 units; `split` measures bytes (teams_size.py).
+    text_limit = teams_size.TEXT_BUDGET_BYTES // 2
+    # Typing activities are shown for about 3 s; a sender should not send them more often than every
+    # 3 s (Activity protocol A6000/A6001: microsoft.github.io/spark.js 9.activity/2.typing). Each is one
+    # connector operation, within the per-conversation limits below (10 per 30 s).
+    typing_interval = 3.0
     # Per bot per conversation: 7 ops/1 s, 60 ops/30 s (docs/channels.md §7.4): 2/s sustained, bursts of 7.
     send_limits = SendLimits(per_chat=2.0, chat_burst=7.0)
 
@@ -144,7 +164,7 @@ class TeamsAdapter(ChannelAdapter):
     # ---- configuration
     def validate_credentials(self, credentials: Any) -> dict[str, Any]:
         if not isinstance(credentials, dict):
-            raise CredentialsError("credentials", "expected an object with appId and appPassword")
+            raise CredentialsError("credentials", "expected an object with appId, appPassword and tenantId")
         app_id = credentials.get("appId")
         try:
             app_id = str(uuid.UUID(str(app_id).strip())) if isinstance(app_id, str) and app_id.strip() else None
@@ -155,14 +175,28 @@ class TeamsAdapter(ChannelAdapter):
         password = credentials.get("appPassword")
         if not isinstance(password, str) or not password:
             raise CredentialsError("appPassword", "required (the App registration's client secret)")
-        result: dict[str, Any] = {"appId": app_id, "appPassword": password}
-        tenant = credentials.get("tenantId")
-        if tenant not in (None, ""):
-            # It goes into the token URL path: a GUID or a domain such as contoso.onmicrosoft.com.
-            if not isinstance(tenant, str) or not TENANT_RE.match(tenant.strip()):
-                raise CredentialsError("tenantId", "expected a tenant GUID or domain")
-            result["tenantId"] = tenant.strip()
-        return result
+        # Required: new bots are single-tenant, and a legacy multi-tenant bot says so with
+        # botframework.com (teams_login.py). A wrong tenant would otherwise fail only at the first reply.
+        tenant = teams_login.normalise_tenant(credentials.get("tenantId"))
+        return {"appId": app_id, "appPassword": password, "tenantId": tenant}
+
+    async def check_credentials(self, credentials: dict[str, Any]) -> None:
+        """Fetch a token with them: a wrong app id, secret or tenant is a CredentialsError on that
+        field, in Entra ID's words (AADSTS code). An unreachable or failing login server is a
+        retryable SendError (the admin service answers 502: nothing is known about the credentials)."""
+        status, retry_after, body, token = await self._request_token(credentials)
+        if token is not None:
+            self._tokens[self._token_key(credentials)] = token  # the first reply needs no second request
+            return
+        if status == 429 or status >= 500:
+            raise SendError(f"Microsoft's token endpoint answered HTTP {status}: try again", retryable=True,
+                            retry_after=retry_after, status=status)
+        raise teams_login.credentials_error(status, body, credentials)
+
+    def split(self, text: str) -> list[str]:
+        """Parts whose JSON text stays within the activity byte budget (teams_size.py); send()
+        measures the whole activity and cuts again in the rare case the envelope is larger."""
+        return teams_size.split_by_size(text, teams_size.TEXT_BUDGET_BYTES)
 
     def generate_secrets(
         self, given_secret: str | None, given_verify_token: str | None
@@ -216,22 +250,41 @@ class TeamsAdapter(ChannelAdapter):
         activity = request.json()
         if not isinstance(activity.get("type"), str):
             raise PayloadError("not a Bot Framework activity (no type)")
-        if activity["type"] != "message":
-            return ParseResult(ignored=1)  # conversationUpdate, typing, messageReaction, installationUpdate, invoke
-        message = _from_activity(activity)
-        return ParseResult(messages=[message]) if message else ParseResult(ignored=1)
+        result = ParseResult()
+        kind = activity["type"]
+        if kind in ("message", "messageUpdate"):
+            message, reason = _from_activity(activity)
+            if message is not None and kind == "messageUpdate":
+                message, reason = _as_edit(activity, message)
+            if message is not None:
+                result.messages.append(message)
+            else:
+                result.drop(reason)
+        elif kind == "event" and activity.get("name") == READ_RECEIPT:
+            _read_receipt(activity, result)
+        else:
+            # Teams may add activity types at any time ("design your bot to receive unexpected events").
+            result.drop(NOT_ANSWERED.get(kind, "unsupported_event"))
+        return result
 
     # ---- output side
     async def send(self, webhook: Webhook, target: ReplyTarget, text: str) -> list[str]:
         activity = self._activity(webhook, target, "message")
-        activity["text"] = text
         activity["textFormat"] = "plain"  # agent text arrives as written, not rendered as markdown
         if target.meta.get("locale"):
             activity["locale"] = target.meta["locale"]
-        result = await self._post(webhook, target, activity)
-        return [str(result["id"])] if isinstance(result, dict) and result.get("id") else []
+        reply_to = self._reply_to(target)
+        if reply_to:
+            activity["replyToId"] = reply_to
+        ids: list[str] = []
+        for piece in _fit(activity, text):
+            result = await self._post(webhook, target, {**activity, "text": piece})
+            if isinstance(result, dict) and result.get("id"):
+                ids.append(str(result["id"]))
+        return ids
 
-    async def typing(self, webhook: Webhook, target: ReplyTarget) -> None:
+    async def typing(self, webhook: Webhook, target: ReplyTarget, *, first: bool = True) -> None:
+        """One typing activity per call, refreshes included: Teams has no read receipt to send."""
         try:
             await self._post(webhook, target, self._activity(webhook, target, "typing"), reply=False)
         except SendError as exc:
@@ -286,33 +339,31 @@ class TeamsAdapter(ChannelAdapter):
         status, retry_after, body = await self._http_post(
             "network error",
             yarl.URL(url, encoded=True),  # keep our percent-encoding of ':' and ';'
-            json=activity, headers={"Authorization": f"Bearer {token}"},
+            data=teams_size.encode(activity),  # UTF-8, not \uXXXX escapes: what Teams counts (teams_size.py)
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json; charset=utf-8"},
         )
         if 200 <= status < 300:
             return body
         if status == 401:
-            self._tokens.pop(self._token_key(webhook), None)  # a revoked token must not stay cached
+            self._tokens.pop(self._token_key(webhook.credentials), None)  # a revoked token must not stay cached
         error = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
         code = error.get("code")
-        # 412 (concurrent operations), 429 (throttled), 5xx retry; 401/403/404/413 and other 4xx do not.
+        # 412 (concurrent operations), 429 (throttled), 5xx retry; 401/403/404/413 and other 4xx do not
+        # (413 MessageSizeTooBig cannot happen to a split reply unless Teams lowers its limit).
         raise SendError(f"Teams send: HTTP {status}" + (f" {code}" if code else ""),
                         retryable=status in RETRYABLE_STATUSES or status >= 500,
                         retry_after=retry_after, status=status, code=code)
 
-    def _token_url(self, webhook: Webhook) -> str:
-        url = self.settings.teams_token_url
-        tenant = webhook.credentials.get("tenantId")
-        if tenant and "/botframework.com/" in url:
-            url = url.replace("/botframework.com/", f"/{tenant}/", 1)  # single-tenant bot (§7.4)
-        return url
+    def _token_url(self, credentials: dict[str, Any]) -> str:
+        return teams_login.token_url(self.settings.teams_token_url, credentials.get("tenantId"))
 
-    def _token_key(self, webhook: Webhook) -> tuple[str, str, str]:
-        password = str(webhook.credentials.get("appPassword") or "")
-        return (self._token_url(webhook), str(webhook.credentials.get("appId")),
+    def _token_key(self, credentials: dict[str, Any]) -> tuple[str, str, str]:
+        password = str(credentials.get("appPassword") or "")
+        return (self._token_url(credentials), str(credentials.get("appId")),
                 hashlib.sha256(password.encode()).hexdigest())
 
     async def _token(self, webhook: Webhook) -> str:
-        key = self._token_key(webhook)
+        key = self._token_key(webhook.credentials)
         cached = self._tokens.get(key)
         if cached and self.clock() < cached.refresh_at:
             return cached.value
@@ -337,24 +388,29 @@ class TeamsAdapter(ChannelAdapter):
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SendError(f"{what}: {exc.__class__.__name__}", retryable=True) from None
 
-    async def _fetch_token(self, webhook: Webhook) -> _Token:
-        form = {"grant_type": "client_credentials", "client_id": str(webhook.credentials.get("appId")),
-                "client_secret": str(webhook.credentials.get("appPassword") or ""), "scope": SCOPE}
-        status, retry_after, body = await self._http_post("Teams token: network error",
-                                                          self._token_url(webhook), data=form)
-        body = body if isinstance(body, dict) else {}
-        if status != 200 or not isinstance(body.get("access_token"), str):
-            code = body.get("error")
-            raise SendError(f"Teams token request refused: HTTP {status}" + (f" {code}" if code else ""),
-                            retryable=status == 429 or status >= 500, retry_after=retry_after,
-                            status=status, code=code)
+    async def _request_token(self, credentials: dict[str, Any]) -> tuple[int, float | None, Any, _Token | None]:
+        """(status, Retry-After, body, token or None): one client-credentials request to the bot's tenant."""
+        status, retry_after, body = await self._http_post("Teams token: network error", self._token_url(credentials),
+                                                data=teams_login.token_form(credentials))
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
+            return status, retry_after, body, None
         try:
             lifetime = float(body.get("expires_in", 3600))
         except (TypeError, ValueError):
             lifetime = 3600.0
         # Refresh 5 minutes early (half the lifetime for short-lived tokens).
         margin = 300.0 if lifetime > 600 else lifetime / 2
-        return _Token(body["access_token"], self.clock() + lifetime - margin)
+        return status, retry_after, body, _Token(body["access_token"], self.clock() + lifetime - margin)
+
+    async def _fetch_token(self, webhook: Webhook) -> _Token:
+        status, retry_after, body, token = await self._request_token(webhook.credentials)
+        if token is not None:
+            return token
+        code = body.get("error") if isinstance(body, dict) else None
+        words = teams_login.refusal_words(status, body, str(webhook.credentials.get("appPassword") or ""))
+        # A refused secret or app id stays refused: not retried (the admin fixes the webhook).
+        raise SendError(f"Teams token request refused: HTTP {status}: {words}",
+                        retryable=status == 429 or status >= 500, retry_after=retry_after, status=status, code=code)
 
 
 def _clean_text(text: str, bot_names: set[str]) -> str:
@@ -393,20 +449,21 @@ def _attachments(activity: dict[str, Any], service_origin: str | None) -> list[A
     return found
 
 
-def _from_activity(activity: dict[str, Any]) -> InboundMessage | None:
+def _from_activity(activity: dict[str, Any]) -> tuple[InboundMessage | None, str]:
+    """The message an activity carries, or None and why it is not answered."""
     sender, bot, conversation = (as_dict(activity.get(key)) for key in ("from", "recipient", "conversation"))
     # Ids and text are strings on the wire: anything else would be stored as its Python repr.
     if not as_str(activity.get("id")) or not as_str(sender.get("id")) or not as_str(conversation.get("id")):
-        return None
+        return None, "malformed_event"
     if bot.get("id") and sender.get("id") == bot.get("id"):
-        return None  # our own activity echoed back
+        return None, "own_message"  # our own activity echoed back
     text = _clean_text(as_text(activity.get("text")) or "", _bot_names(activity, bot) - {""})
     service_url = as_text(activity.get("serviceUrl")) or ""
     attachments = _attachments(activity, _origin(service_url))
     value = activity.get("value")
     kind, text = _kind_and_text(text, value, attachments)
     if not text and not attachments:
-        return None
+        return None, "empty_message"
     meta = _routing(activity, sender, bot, conversation, service_url)
     if kind == "interactive":
         meta["value"] = value
@@ -422,7 +479,50 @@ def _from_activity(activity: dict[str, Any]) -> InboundMessage | None:
         reply_to_id=activity.get("replyToId"),
         attachments=attachments,
         meta={k: v for k, v in meta.items() if v not in (None, "", {})},
-    )
+    ), ""
+
+
+def _read_receipt(activity: dict[str, Any], result: ParseResult) -> None:
+    """Teams message ids in a chat are the message's server time in ms (the doc sample: id
+    1485983408511, timestamp 2017-02-01T21:10:07.437Z): the last read id is also a watermark, so the
+    replies sent before it count as read even when their own ids are not named."""
+    last = as_str(as_dict(activity.get("value")).get("lastReadMessageId"))
+    chat = as_str(as_dict(activity.get("conversation")).get("id"))
+    if not last or not chat:
+        result.drop("malformed_event")
+        return
+    watermark = int(last) / 1000 if last.isdigit() and len(last) == 13 else None
+    result.receipts.append(Receipt("read", message_ids=[last], chat_id=chat, watermark=watermark,
+                                   timestamp=_timestamp(activity.get("timestamp"))))
+    result.drop("receipt")
+
+
+def _as_edit(activity: dict[str, Any], message: InboundMessage) -> tuple[InboundMessage | None, str]:
+    """A messageUpdate: an edit (channelData.eventType editMessage) or an undelete (undeleteMessage).
+    Its `id` is the changed message's own id (Activity protocol, messageUpdate: "the updated activity
+    is referred to by the id and conversation fields"; msteams-docs conversation-messages, "Receive
+    edit message activity"), so the edit names its original by that id and gets a dedupe id of its
+    own: the same edit redelivered after 15 s is a duplicate, a second edit is not."""
+    event = as_dict(activity.get("channelData")).get("eventType")
+    if event not in (None, "editMessage"):
+        return None, "undelete" if event == "undeleteMessage" else "unsupported_event"
+    original = message.message_id
+    version = as_str(activity.get("timestamp")) or hashlib.sha256(message.text.encode()).hexdigest()[:16]
+    message.edit_of = original
+    message.message_id = f"{original}:edit:{version}"
+    return message, ""
+
+
+def _fit(activity: dict[str, Any], text: str) -> list[str]:
+    """The text of each activity to send: `text` itself when the whole activity fits the byte
+    budget (split() made sure of that unless the envelope is unusually large), else cut again."""
+    envelope = teams_size.activity_bytes({**activity, "text": ""})
+    if envelope + teams_size.MIN_TEXT_BYTES > teams_size.SAFE_BYTES:
+        raise SendError(f"Teams activity without text is already {envelope} bytes", retryable=False,
+                        code="MessageSizeTooBig")
+    if teams_size.activity_bytes({**activity, "text": text}) <= teams_size.SAFE_BYTES:
+        return [text]
+    return teams_size.split_by_size(text, teams_size.SAFE_BYTES - envelope)
 
 
 def _kind_and_text(text: str, value: Any, attachments: list[Attachment]) -> tuple[str, str]:

@@ -2,6 +2,14 @@
 
 Inbound: Telegram POSTs one Update per request, authenticated only by the secret_token we chose at
 setWebhook time (X-Telegram-Bot-Api-Secret-Token; no body signature, no timestamp).
+Dedupe id: "{chat id}:{message_id}" for messages (message_id is unique per chat, docs/channels.md
+§10.14), so an edited_message names the message it changes by the same key (InboundMessage.edit_of);
+"callback:{id}" for button presses. update_id is not used: it restarts at random after a week
+without updates, and an edit's update_id says nothing about the original's.
+Every update that is not answered is dropped with a reason (ParseResult.drop). A group that became
+a supergroup (Message.migrate_to_chat_id in the old group, migrate_from_chat_id in the new one,
+core.telegram.org/bots/api#message) is a ChatMove: the intake re-keys the conversation.
+
 Outbound: sendMessage with parse_mode HTML. HTML needs only &, < and > escaped, where MarkdownV2
 needs 18 characters escaped and fails the whole send on one miss; plain agent text therefore
 arrives exactly as written.
@@ -23,6 +31,7 @@ import aiohttp
 from buzzi.channels.base import (
     Attachment,
     ChannelAdapter,
+    ChatMove,
     CredentialField,
     CredentialsError,
     InboundMessage,
@@ -51,6 +60,15 @@ MEDIA_KEYS = ("photo", "voice", "audio", "video", "video_note", "animation", "do
 MEDIA_KIND = {"photo": "image", "voice": "voice", "audio": "audio", "video": "video", "video_note": "video",
               "animation": "video", "document": "document", "sticker": "sticker"}
 PARSE_ERROR = "can't parse entities"
+# Updates that are never answered, and the reason the delivery log and /metrics show for each
+# (a fixed set: labels never come from the payload). Anything else: "unsupported_event".
+UPDATE_DROPS = {
+    "channel_post": "channel_post", "edited_channel_post": "channel_post",
+    "my_chat_member": "membership", "chat_member": "membership", "chat_join_request": "membership",
+    "message_reaction": "reaction", "message_reaction_count": "reaction",
+    "poll": "poll", "poll_answer": "poll",
+    "inline_query": "inline_query", "chosen_inline_result": "inline_query",
+}
 
 
 class TelegramAdapter(ChannelAdapter):
@@ -63,6 +81,9 @@ class TelegramAdapter(ChannelAdapter):
     text_limit = 4096  # characters after entity parsing (docs/channels.md §5.3)
     # Bot FAQ (docs/channels.md §5): about 1 msg/s per chat with short bursts, about 30 msg/s per bot.
     send_limits = SendLimits(per_chat=1.0, chat_burst=3.0, per_account=30.0)
+    # sendChatAction: "The status is set for 5 seconds or less" (core.telegram.org/bots/api#sendchataction):
+    # refreshed every 4 s so it does not lapse while the agent works.
+    typing_interval = 4.0
 
     # ---- configuration
     def validate_credentials(self, credentials: Any) -> dict[str, Any]:
@@ -126,16 +147,18 @@ class TelegramAdapter(ChannelAdapter):
             raise PayloadError("not a Telegram Update (no update_id)")
         bot_id = self._bot_id(webhook)
         update_id = update["update_id"]
-        message: InboundMessage | None = None
+        result = ParseResult()
         for key in MESSAGE_KEYS:
             if isinstance(update.get(key), dict):
-                message = _from_message(update[key], update_id, edited=key == "edited_message", bot_id=bot_id)
-                break
-        else:
-            if isinstance(update.get("callback_query"), dict):
-                message = _from_callback(update["callback_query"], update_id, bot_id)
+                _read_message(result, update[key], update_id, edited=key == "edited_message", bot_id=bot_id)
+                return result
+        if isinstance(update.get("callback_query"), dict):
+            _add(result, _from_callback(update["callback_query"], update_id, bot_id))
+            return result
         # channel_post, my_chat_member, message_reaction, poll, ...: acknowledged, not processed.
-        return ParseResult(messages=[message]) if message else ParseResult(ignored=1)
+        kind = next((key for key in update if key != "update_id"), "")
+        result.drop(UPDATE_DROPS.get(kind, "unsupported_event"))
+        return result
 
     # ---- output side
     def format(self, text: str) -> str:
@@ -161,15 +184,21 @@ class TelegramAdapter(ChannelAdapter):
                 payload["text"] = html.unescape(text)
                 result = await self._call(token, "sendMessage", payload)
             elif getattr(exc, "migrate_to_chat_id", None) is not None:
-                # The group became a supergroup: same chat, new id (docs/channels.md §5.3).
+                # The group became a supergroup: same chat, new id (docs/channels.md §5.3;
+                # ResponseParameters.migrate_to_chat_id). The reply is resent there; what moves the
+                # conversation for good is the migrate_to_chat_id service message the group posts
+                # (parse -> ChatMove), so this retry is needed only until that update arrived.
+                log.info("telegram sendMessage: chat %s migrated to %s, resending there",
+                         payload["chat_id"], exc.migrate_to_chat_id)  # type: ignore[attr-defined]
                 payload["chat_id"] = exc.migrate_to_chat_id  # type: ignore[attr-defined]
                 result = await self._call(token, "sendMessage", payload)
             else:
                 raise
         return [str(result["message_id"])] if isinstance(result, dict) and "message_id" in result else []
 
-    async def typing(self, webhook: Webhook, target: ReplyTarget) -> None:
-        """sendChatAction lasts at most 5 s: callers repeat it every ~4 s while the agent works."""
+    async def typing(self, webhook: Webhook, target: ReplyTarget, *, first: bool = True) -> None:
+        """sendChatAction lasts at most 5 s: repeated every `typing_interval` while the agent works.
+        Bots have no read receipts, so a refresh (first=False) is the same single call."""
         payload: dict[str, Any] = {"chat_id": _chat_id(target.chat_id), "action": "typing"}
         if target.meta.get("message_thread_id") is not None:
             payload["message_thread_id"] = target.meta["message_thread_id"]
@@ -269,17 +298,58 @@ def _name(user: dict[str, Any]) -> str | None:
     return " ".join(part for part in (first, last) if part) or username or title or None
 
 
-def _person(sender: Any, bot_id: int | None) -> dict[str, Any] | None:
-    """The sender when a reply may go to them: not another bot, not ourselves (no reply loops)."""
+def _int_id(value: Any) -> str | None:
+    """A Telegram id (an integer on the wire) as text; None for anything else (null, a list, a bool)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _person(sender: Any, bot_id: int | None) -> dict[str, Any] | str:
+    """The sender when a reply may go to them, else the drop reason: another bot, ourselves (no
+    reply loops), or no usable sender at all."""
     # Ids are numbers on the wire: anything else (null, a list) would be stored as its Python repr.
-    if not isinstance(sender, dict) or not as_str(sender.get("id")) or sender.get("is_bot"):
-        return None
-    return None if bot_id is not None and sender["id"] == bot_id else sender
+    if not isinstance(sender, dict) or not as_str(sender.get("id")):
+        return "incomplete_event"
+    if bot_id is not None and sender["id"] == bot_id:
+        return "own_message"
+    return "bot_message" if sender.get("is_bot") else sender
 
 
 def _chat(msg: dict[str, Any]) -> dict[str, Any] | None:
     chat = msg.get("chat")
     return chat if isinstance(chat, dict) and as_str(chat.get("id")) else None
+
+
+def _migration(msg: dict[str, Any], chat_id: str) -> ChatMove | None:
+    """A group -> supergroup migration, announced twice: migrate_to_chat_id in the old group and
+    migrate_from_chat_id in the new supergroup (core.telegram.org/bots/api#message). Either one
+    moves the conversation; the second finds it moved already."""
+    new_id = _int_id(msg.get("migrate_to_chat_id"))
+    if new_id is not None:
+        return ChatMove(old_chat_id=chat_id, new_chat_id=new_id)
+    old_id = _int_id(msg.get("migrate_from_chat_id"))
+    return ChatMove(old_chat_id=old_id, new_chat_id=chat_id) if old_id is not None else None
+
+
+def _add(result: ParseResult, outcome: InboundMessage | str) -> None:
+    """A message to answer, or the reason it is not answered."""
+    if isinstance(outcome, str):
+        result.drop(outcome)
+    else:
+        result.messages.append(outcome)
+
+
+def _read_message(result: ParseResult, msg: dict[str, Any], update_id: int, *, edited: bool,
+                  bot_id: int | None) -> None:
+    chat = _chat(msg)
+    if chat is None:
+        result.drop("incomplete_event")
+        return
+    move = _migration(msg, str(chat["id"]))
+    if move is not None:
+        result.moves.append(move)
+        result.drop("chat_migrated")
+        return
+    _add(result, _from_message(msg, update_id, chat, edited=edited, bot_id=bot_id))
 
 
 def _attachments(msg: dict[str, Any]) -> list[Attachment]:
@@ -305,15 +375,22 @@ def _attachments(msg: dict[str, Any]) -> list[Attachment]:
     return found
 
 
-def _from_message(msg: dict[str, Any], update_id: int, *, edited: bool, bot_id: int | None) -> InboundMessage | None:
-    chat = _chat(msg)
+def _from_message(msg: dict[str, Any], update_id: int, chat: dict[str, Any], *, edited: bool,
+                  bot_id: int | None) -> InboundMessage | str:
+    if msg.get("is_automatic_forward"):
+        return "channel_post"  # a linked channel's post copied into its discussion group
     sender = _person(msg.get("from") if isinstance(msg.get("from"), dict) else msg.get("sender_chat"), bot_id)
-    if chat is None or sender is None:
-        return None
+    if isinstance(sender, str):
+        return sender
     text = as_text(msg.get("text")) or as_text(msg.get("caption")) or ""
     attachments = _attachments(msg)
     if not text and not attachments:
-        return None  # service message: new_chat_members, pinned_message, ...
+        return "service_message"  # new_chat_members, pinned_message, ...
+    if _int_id(msg.get("message_id")) is None:
+        return "incomplete_event"  # every real Message has one: without it there is no dedupe id
+    chat_id = str(chat["id"])
+    # message_id is unique per chat only (docs/channels.md §10.14): the chat makes it global.
+    key = f"{chat_id}:{msg['message_id']}"
     # message_thread_id is kept even when None: the conversation's meta is merged from the latest
     # message, and a topic left behind must not capture later answers.
     meta: dict[str, Any] = {"update_id": update_id, "message_id": msg.get("message_id"),
@@ -321,8 +398,9 @@ def _from_message(msg: dict[str, Any], update_id: int, *, edited: bool, bot_id: 
     reply = as_dict(msg.get("reply_to_message"))
     return InboundMessage(
         channel="telegram",
-        message_id=str(update_id),  # message_id is unique per chat only (docs/channels.md §10.14)
-        chat_id=str(chat["id"]),
+        # An edit gets its own id (each edit is its own update); edit_of names the original.
+        message_id=f"{key}:edit:{update_id}" if edited else key,
+        chat_id=chat_id,
         sender_id=str(sender["id"]),
         sender_name=_name(sender),
         text=text,
@@ -332,25 +410,35 @@ def _from_message(msg: dict[str, Any], update_id: int, *, edited: bool, bot_id: 
         thread_id=str(meta["message_thread_id"]) if meta["message_thread_id"] is not None else None,
         attachments=attachments,
         meta=meta,
+        edit_of=key if edited else None,
     )
 
 
-def _from_callback(query: dict[str, Any], update_id: int, bot_id: int | None) -> InboundMessage | None:
+def _from_callback(query: dict[str, Any], update_id: int, bot_id: int | None) -> InboundMessage | str:
     msg = as_dict(query.get("message"))
     # Without a message the button sat on an inline-mode message: there is no chat to answer in.
     chat = _chat(msg)
+    if chat is None:
+        return "inline_callback"
     sender = _person(query.get("from"), bot_id)
-    if chat is None or sender is None:
-        return None
-    meta: dict[str, Any] = {"update_id": update_id, "callback_query_id": query.get("id"),
+    if isinstance(sender, str):
+        return sender
+    data = as_text(query.get("data"))
+    if not data:
+        return "callback_without_data"  # a game button (game_short_name): nothing to answer
+    query_id = as_text(query.get("id"))
+    if not query_id:
+        return "incomplete_event"  # every real CallbackQuery has an id: the dedupe id
+    meta: dict[str, Any] = {"update_id": update_id, "callback_query_id": query_id,
                             "chat_type": chat.get("type"), "message_thread_id": _topic(msg)}
     return InboundMessage(
         channel="telegram",
-        message_id=str(update_id),
+        # The query id is unique and the same in every delivery of the update.
+        message_id=f"callback:{query_id}",
         chat_id=str(chat["id"]),
         sender_id=str(sender["id"]),
         sender_name=_name(sender),
-        text=as_text(query.get("data")) or "",
+        text=data,
         kind="interactive",
         reply_to_id=str(msg["message_id"]) if "message_id" in msg else None,
         attachments=[],

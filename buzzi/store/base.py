@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from buzzi import clock
 from buzzi.crypto import SecretBox
 from buzzi.errors import Unavailable
-from buzzi.models import PENDING, PROCESSING, Conversation, Document, Message, WebhookEvent
+from buzzi.models import PENDING, PROCESSING, ChatAlias, Conversation, Document, Message, WebhookEvent
 from buzzi.store.steps import FindOne, Insert, Step, Steps, Update, run_steps_async
 
 R = TypeVar("R")
@@ -35,6 +35,10 @@ class StoreUnavailable(StoreError, Unavailable):
 
 class DuplicateKey(StoreError):
     """A unique key (id, dedupe key, e-mail, chat key) already exists."""
+
+
+# Times an edit is recorded again when its message changed between the read and the write.
+EDIT_ATTEMPTS = 10
 
 
 # (fields, unique) per collection. Unique indexes ignore documents where the field is null.
@@ -56,6 +60,8 @@ INDEXES: dict[str, list[tuple[tuple[str, ...], bool]]] = {
     ],
     "webhook_events": [(("webhook_id", "received_at"), False), (("received_at",), False)],
     "media": [(("message_id",), False), (("company_id", "created_at"), False)],
+    "sent_ids": [(("message_id",), False), (("company_id",), False)],
+    "chat_aliases": [(("conversation_id",), False), (("company_id",), False)],
 }
 
 
@@ -112,8 +118,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def _claim(self, owner: str, now: float, lease_until: float) -> dict[str, Any] | None:
-        """Atomically take the oldest user message that is pending, or processing with an expired
-        lease: set state=processing, lease_owner, lease_until, attempts+1; return it after."""
+        """Atomically take the oldest message that is a pending user message, or processing with an
+        expired lease (a user message whose node died or deferred it, or a reply scheduled for a
+        later send: lease_owner None, lease_until = its notBefore): set state=processing,
+        lease_owner, lease_until, attempts+1; return it after."""
 
     @abc.abstractmethod
     async def _prune(self, collection: str, where: dict[str, Any], order_by: str, keep: int) -> int:
@@ -188,33 +196,48 @@ class Store(abc.ABC):
     async def _get_many(self, wanted: list[tuple[str, str]]) -> list[dict[str, Any] | None]:
         return [await self._get(collection, id) for collection, id in wanted]
 
-    async def ingest_message(self, conversation: Conversation, message: Message) -> Message | None:
+    async def ingest_message(self, conversation: Conversation, message: Message,
+                             aliases: Sequence[str] = ()) -> Message | None:
         """Store an inbound channel message and count it on its conversation, which is created from
-        `conversation` when its chat_key is new, else gets its routing meta and customer merged in.
+        `conversation` when its chat is new, else gets its routing meta, customer name and reply
+        address merged in. `aliases` are the other chat keys ("{webhook}:{id}") the same chat is known
+        by (WhatsApp phone number <-> BSUID): the conversation is found by any of them, and the keys
+        it cannot be found by yet are recorded as ChatAlias documents.
         Returns the stored message (with its conversation_id), or None when its dedupe key was
         seen before (nothing is written then)."""
-        return await self.transact(self._intake(conversation, message))
+        return await self.transact(self._intake(conversation, message, tuple(aliases)))
 
-    def _intake(self, conversation: Conversation, message: Message) -> Steps[Message | None]:
+    def _intake(self, conversation: Conversation, message: Message, aliases: tuple[str, ...] = ()
+                ) -> Steps[Message | None]:
         if message.dedupe_key and (yield FindOne(Message.collection, {"dedupe_key": message.dedupe_key})):
             return None
-        stored = yield from self._chat_conversation(conversation)
+        stored = yield from self._chat_conversation(conversation, aliases)
         message.conversation_id = stored["id"]
         try:
             yield Insert(Message.collection, self._seal(message))
         except DuplicateKey:  # a concurrent delivery of the same message got there first
             return None
+        if aliases and conversation.chat_key:
+            for key in dict.fromkeys((conversation.chat_key, *aliases)):
+                yield from _alias_chat(key, stored)
         changes = merge_conversation(stored, conversation)  # nothing to merge into a conversation just made
+        # last_inbound_at: the platforms' messaging windows count from the customer's last message.
         yield Update(Conversation.collection, stored["id"],
-                     {**changes, "last_message_at": message.created_at, "updated_at": clock.now()},
+                     {**changes, "last_message_at": message.created_at, "last_inbound_at": message.created_at,
+                      "updated_at": clock.now()},
                      {"message_count": 1})
         return message
 
-    def _chat_conversation(self, conversation: Conversation) -> Steps[dict[str, Any]]:
-        """The stored conversation of this chat (by chat_key), `conversation` itself if it is new."""
+    def _chat_conversation(self, conversation: Conversation, aliases: tuple[str, ...] = ()
+                           ) -> Steps[dict[str, Any]]:
+        """The stored conversation of this chat (by chat_key, else by any other id the chat is known
+        by), `conversation` itself if it is new."""
         by_chat = FindOne(Conversation.collection, {"chat_key": conversation.chat_key})
-        if conversation.chat_key and (existing := (yield by_chat)):
-            return existing
+        if conversation.chat_key:
+            if existing := (yield by_chat):
+                return existing
+            if known := (yield from _aliased_conversation(conversation.chat_key, aliases)):
+                return known
         doc = self._seal(conversation)
         try:
             yield Insert(Conversation.collection, doc)
@@ -224,6 +247,56 @@ class Store(abc.ABC):
                 raise
             return existing
         return doc
+
+    async def move_chat(self, old_key: str, new_key: str, *, old_chat_id: str, new_chat_id: str) -> str | None:
+        """A channel chat moved to a new id (Telegram group -> supergroup, migrate_to_chat_id). Its
+        conversation is re-keyed to `new_key` and addressed at `new_chat_id`, with meta.migratedFrom;
+        when the new chat has a conversation already, that one is kept (meta.migratedFrom) and the
+        old one is unkeyed (meta.migratedTo). Either way the old key becomes an alias of the kept
+        one, so a late message of the old chat joins it. Returns the kept conversation's id; None
+        when the old chat has no conversation (never written to, or moved already)."""
+        return await self.transact(self._move(old_key, new_key, old_chat_id, new_chat_id))
+
+    def _move(self, old_key: str, new_key: str, old_chat_id: str, new_chat_id: str) -> Steps[str | None]:
+        old = yield FindOne(Conversation.collection, {"chat_key": old_key})
+        if old is None or old_key == new_key:
+            return None if old is None else old["id"]
+        target = yield FindOne(Conversation.collection, {"chat_key": new_key})
+        if target is None:
+            try:
+                kept = yield Update(Conversation.collection, old["id"], {
+                    "chat_key": new_key, "external_chat_id": new_chat_id, "updated_at": clock.now(),
+                    "meta": {**(old.get("meta") or {}), "migratedFrom": old_chat_id}})
+            except DuplicateKey:  # a message of the new chat created its conversation meanwhile
+                target = yield FindOne(Conversation.collection, {"chat_key": new_key})
+                if target is None:
+                    raise
+        if target is not None:
+            yield Update(Conversation.collection, old["id"], {
+                "chat_key": None, "updated_at": clock.now(),
+                "meta": {**(old.get("meta") or {}), "migratedTo": new_chat_id}})
+            kept = yield Update(Conversation.collection, target["id"], {
+                "updated_at": clock.now(), "meta": {**(target.get("meta") or {}), "migratedFrom": old_chat_id}})
+        yield from _alias_chat(old_key, kept)
+        return kept["id"]
+
+    async def record_edit(self, dedupe_key: str, edit: dict[str, Any], keep: int = 10) -> bool | None:
+        """Append `edit` ({"id", "text", "at"}) to metadata.edits of the message stored under
+        `dedupe_key`, keeping the newest `keep`; its content stays as it was. True when recorded,
+        False when an edit with that id is there already (a redelivery), None when no message has
+        that dedupe key. A concurrent change of the message is read again, never overwritten."""
+        for _ in range(EDIT_ATTEMPTS):
+            original = await self.find_one(Message, dedupe_key=dedupe_key)
+            if original is None:
+                return None
+            edits = [e for e in original.metadata.get("edits") or [] if isinstance(e, dict)]
+            if any(e.get("id") == edit.get("id") for e in edits):
+                return False
+            metadata = {**original.metadata, "edits": [*edits, edit][-keep:]}
+            if await self.update(Message, original.id, {"metadata": metadata},
+                                 expect={"updated_at": original.updated_at}):
+                return True
+        raise StoreUnavailable(f"message {dedupe_key} kept changing while an edit was recorded")
 
     async def transact(self, steps: Steps[R]) -> R:
         """Run a multi-document rule one step per round trip; unique indexes keep it right under
@@ -340,4 +413,33 @@ def merge_conversation(current: dict[str, Any], incoming: Conversation) -> dict[
     name = incoming.customer.get("name")
     if name and customer.get("name") != name:
         changes["customer"] = {**customer, **incoming.customer}
+    # The id replies go to follows the chat's latest message (WhatsApp: the phone number when the
+    # customer shows one, else the BSUID).
+    if incoming.external_chat_id and current.get("external_chat_id") != incoming.external_chat_id:
+        changes["external_chat_id"] = incoming.external_chat_id
     return changes
+
+
+def _aliased_conversation(chat_key: str, aliases: tuple[str, ...]) -> Steps[dict[str, Any] | None]:
+    """The conversation a chat already has under another of its ids: by a ChatAlias of its key or
+    of an alias, else one keyed by an alias. Primary-key and unique-index lookups only, no scans."""
+    for key in dict.fromkeys((chat_key, *aliases)):
+        alias = yield FindOne(ChatAlias.collection, {"id": key})
+        if alias and (found := (yield FindOne(Conversation.collection, {"id": alias["conversation_id"]}))):
+            return found
+    for key in dict.fromkeys(aliases):
+        if key != chat_key and (found := (yield FindOne(Conversation.collection, {"chat_key": key}))):
+            return found
+    return None
+
+
+def _alias_chat(key: str, conversation: dict[str, Any]) -> Steps[None]:
+    """Make `conversation` findable by the chat key `key` too, unless it is its own chat_key or the
+    key is an alias already (an alias is never moved to another conversation)."""
+    if key == conversation.get("chat_key") or (yield FindOne(ChatAlias.collection, {"id": key})):
+        return
+    alias = ChatAlias(id=key, conversation_id=conversation["id"], company_id=conversation["company_id"])
+    try:
+        yield Insert(ChatAlias.collection, alias.to_doc())
+    except DuplicateKey:  # a concurrent delivery of this chat wrote it
+        pass

@@ -180,9 +180,10 @@ class MongoStore(Store):
 
     async def _claim(self, owner: str, now: float, lease_until: float) -> dict[str, Any] | None:
         # A null lease_until never matches $lt (type bracketing), as NULL < x is not true in SQL.
+        # An expired lease is taken whatever the role: a reply scheduled for a later send waits as
+        # "processing" until its lease_until (its notBefore).
         query = {
-            "role": "user",
-            "$or": [{"state": "pending"}, {"state": "processing", "lease_until": {"$lt": now}}],
+            "$or": [{"state": "pending", "role": "user"}, {"state": "processing", "lease_until": {"$lt": now}}],
         }
         change = {
             "$set": {"state": "processing", "lease_owner": owner, "lease_until": lease_until, "updated_at": now},

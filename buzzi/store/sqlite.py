@@ -372,12 +372,13 @@ class SQLiteStore(Store):
     async def _claim(self, owner, now, lease_until):
         state, created, until, role = (_path("state"), _path("created_at"), _path("lease_until"), _path("role"))
         # The oldest of two index searches, not one OR: the OR made SQLite read and sort every
-        # pending and processing message on each claim.
-        pending = f"{state} = 'pending'"
+        # pending and processing message on each claim. The expired leg takes any role: a reply
+        # scheduled for a later send waits as "processing" until its lease_until (its notBefore).
+        pending = f"{state} = 'pending' AND {role} = 'user'"
         expired = f"{state} = 'processing' AND {until} < ?"
         legs = [
             f"SELECT * FROM (SELECT id, doc, {created} AS created FROM messages "
-            f"WHERE {cond} AND {role} = 'user' ORDER BY {created}, id LIMIT 1)"
+            f"WHERE {cond} ORDER BY {created}, id LIMIT 1)"
             for cond in (pending, expired)
         ]
         select = f"SELECT id, doc FROM ({legs[0]} UNION ALL {legs[1]}) ORDER BY created, id LIMIT 1"

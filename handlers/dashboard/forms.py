@@ -122,3 +122,35 @@ def credentials_from_form(handler: DashboardHandler, adapter: ChannelAdapter,
         elif current and current.get(credential.name):
             out[credential.name] = current[credential.name]
     return out
+
+
+def setting_input(channel: str, name: str) -> str:
+    """The form input of a webhook setting: "set-whatsapp-reengagementTemplate-name"."""
+    return f"set-{channel}-{name.replace('.', '-')}"
+
+
+def flat_settings(adapter: ChannelAdapter, settings: dict[str, Any]) -> dict[str, str]:
+    """{dotted field name: current value} for the adapter's setting fields, to fill the form."""
+    out: dict[str, str] = {}
+    for setting in adapter.setting_fields:
+        value: Any = settings
+        for key in setting.name.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        out[setting.name] = "" if value is None else str(value)
+    return out
+
+
+def settings_from_form(handler: DashboardHandler, adapter: ChannelAdapter) -> dict[str, Any]:
+    """The channel's webhook settings from their inputs, nested by the dotted names; fields left
+    empty are left out (all empty: no settings), so the adapter's validation names what is missing."""
+    out: dict[str, Any] = {}
+    for setting in adapter.setting_fields:
+        value = handler.field(setting_input(adapter.channel, setting.name)).strip()
+        if not value:
+            continue
+        *parents, leaf = setting.name.split(".")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return out

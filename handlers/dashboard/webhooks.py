@@ -16,7 +16,16 @@ from buzzi.errors import Invalid, UpstreamFailed
 from buzzi.models import Agent, Company, Webhook
 from handlers.dashboard.agents import A
 from handlers.dashboard.companies import CompanyAreaPage, company_view
-from handlers.dashboard.forms import CORRECT_FIELD, credentials_from_form, field_errors, form_errors, lines
+from handlers.dashboard.forms import (
+    CORRECT_FIELD,
+    credentials_from_form,
+    field_errors,
+    flat_settings,
+    form_errors,
+    lines,
+    setting_input,
+    settings_from_form,
+)
 from handlers.dashboard.shell import ID
 
 W = rf"{A}/webhooks/{ID}"
@@ -26,7 +35,9 @@ def channel_form(adapter: ChannelAdapter) -> dict[str, Any]:
     """What the new-webhook form asks for a channel."""
     return {"id": adapter.channel, "name": adapter.display_name, "secretHint": adapter.secret_hint,
             "takesSecret": adapter.secret_source != "none", "hasVerifyToken": adapter.has_verify_token,
-            "fields": adapter.credential_fields}
+            "fields": adapter.credential_fields,
+            "settings": [{"name": f.name, "label": f.label, "input": setting_input(adapter.channel, f.name)}
+                         for f in adapter.setting_fields]}
 
 
 class WebhookBase(CompanyAreaPage):
@@ -46,10 +57,15 @@ class WebhookBase(CompanyAreaPage):
 
     def show(self, company: Company, agent: Agent, webhook: Webhook, status: int = 200, **extra: Any) -> None:
         adapter = self.gateway.channels.adapter(webhook.channel)
+        # What the admin typed when the save was refused, else the stored settings.
+        stored = flat_settings(adapter, webhook.settings)
+        values = extra.pop("settings_values", None) or stored
         self.render_page("webhooks_detail.html", status=status, title=f"{adapter.display_name} webhook",
                          company=company_view(company), agent=render_agent(agent),
                          webhook=render_webhook(webhook, self.public_url),
                          fields=adapter.credential_fields,
+                         setting_fields=channel_form(adapter)["settings"],
+                         settings_values=values, stored_settings=stored,
                          has_verify_token=adapter.has_verify_token,
                          given_secret=adapter.secret_source == "given",
                          can_rotate=adapter.secret_source != "none",
@@ -71,11 +87,14 @@ class WebhookPage(WebhookBase):
         }
         if adapter.has_verify_token and self.field("verifyToken"):
             data["verifyToken"] = self.field("verifyToken")
+        if adapter.setting_fields:
+            data["settings"] = settings_from_form(self, adapter)  # all empty: the settings are removed
         try:
             await self.admin.webhooks.update(self.principal, cid, aid, wid, data)
         except Invalid as exc:
+            typed = {f.name: self.field(setting_input(adapter.channel, f.name)) for f in adapter.setting_fields}
             self.show(company, agent, webhook, status=exc.status, errors=field_errors(exc),
-                      error=CORRECT_FIELD, allowlist=self.field("ipAllowlist"))
+                      error=CORRECT_FIELD, allowlist=self.field("ipAllowlist"), settings_values=typed)
             return
         self.redirect_to(self.request.path, "saved")
 
@@ -110,13 +129,17 @@ class WebhooksPage(NewWebhookPage):
             data["secret"] = self.field(f"secret-{channel}")
         if adapter and adapter.has_verify_token and self.field(f"verifyToken-{channel}"):
             data["verifyToken"] = self.field(f"verifyToken-{channel}")
+        if adapter and settings_from_form(self, adapter):
+            data["settings"] = settings_from_form(self, adapter)
         try:
             webhook = await self.admin.webhooks.create(self.principal, cid, aid, data)
         except (Invalid, UpstreamFailed) as exc:
             # Secrets typed into the form are not echoed back: only the non-secret fields are kept.
             kept = [f.name for f in adapter.credential_fields if not f.secret] if adapter else []
             form = {"channel": channel, "ipAllowlist": self.field("ipAllowlist"),
-                    "credentials": {name: self.field(f"cred-{channel}-{name}") for name in kept}}
+                    "credentials": {name: self.field(f"cred-{channel}-{name}") for name in kept},
+                    "settings": {f.name: self.field(setting_input(channel, f.name))
+                                 for f in (adapter.setting_fields if adapter else ())}}
             errors, message = form_errors(exc)
             self.show_form(company, agent, form, status=exc.status, errors=errors, error=message)
             return

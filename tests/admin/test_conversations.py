@@ -69,7 +69,9 @@ async def test_failed_delivery_is_visible(gw: RunningGateway, owner: str) -> Non
     await gw.store.add(Message(id="m_failed", conversation_id=conv_id, company_id=cid, agent_id=aid,
                                role="assistant", content="lost", delivery={"status": "failed", "error": "blocked"}))
     messages = await call(gw, "GET", f"/api/admin/conversations/{conv_id}/messages", owner)
-    assert messages[-1]["delivery"] == {"status": "failed", "error": "blocked"}
+    # Stored before receipts as a plain string: shown in the contract's shape (docs/contract.md §4).
+    assert messages[-1]["delivery"] == {"status": "failed", "attempts": 0, "ids": [],
+                                        "error": {"code": None, "title": "blocked"}}
 
 
 async def test_human_takeover_reply_reaches_the_widget(gw: RunningGateway, owner: str) -> None:

@@ -198,7 +198,7 @@ async def test_webhook_id_is_stable_across_retries(make_settings, secret):
         await with_retry(lambda: env.adapter.send(hook, target(), "hi"), max_attempts=5, base=1, cap=60,
                          sleep=sleep)
         attempts = env.server.to(CALLBACK_PATH)
-        assert delays == [3.0, 60.0]  # Retry-After honoured, capped at send_backoff_max_seconds
+        assert delays == [3.0, 120.0]  # Retry-After honoured as a "not before", even past the cap
         assert len({a.headers["webhook-id"] for a in attempts}) == 1
         assert [a.headers["webhook-timestamp"] for a in attempts] == [str(NOW), str(NOW + 5), str(NOW + 5)]
         other = CustomAdapter.reply_event_id(hook, target(reply_id="m_other"), "hi")

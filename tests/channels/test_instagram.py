@@ -60,18 +60,22 @@ def test_variants(adapter):
                                        "reply_to": {"story": {"url": "https://cdn/story", "id": "st1"}}}}
     mention = {**base, "message": {"mid": "m.mention", "attachments": [
         {"type": "story_mention", "payload": {"url": "https://cdn/mention"}}]}}
+    unsupported = {**base, "message": {"mid": "m.uns", "is_unsupported": True}}
     ignored = [
         {**base, "message": {"mid": "m.echo", "text": "x", "is_echo": True}},
         {**base, "message": {"mid": "m.del", "is_deleted": True}},
-        {**base, "message": {"mid": "m.uns", "is_unsupported": True}},
-        {**base, "read": {"mid": "m.story"}},
+        {**base, "read": {"mid": "m.story"}},  # messaging_seen
         {**base, "reaction": {"mid": "m.story", "action": "react", "reaction": "love"}},
     ]
-    result = parse(adapter, story_reply, mention, *ignored)
-    story, mentioned = result.messages
+    result = parse(adapter, story_reply, mention, unsupported, *ignored)
+    story, mentioned, unreadable = result.messages
     assert story.meta["story"] == {"url": "https://cdn/story", "id": "st1"} and story.reply_to_id is None
     assert (mentioned.kind, mentioned.attachments[0].url) == ("story_mention", "https://cdn/mention")
-    assert result.ignored == 5
+    # what the API cannot show us is answered politely (channels.unreadable_message), not dropped
+    assert (unreadable.message_id, unreadable.kind, unreadable.text) == ("m.uns", "unsupported", "")
+    assert result.ignored == 4 and result.drops == {"echo": 1, "revoke": 1, "receipt": 1, "reaction": 1}
+    (seen,) = result.receipts
+    assert (seen.status, seen.message_ids, seen.chat_id, seen.watermark) == ("read", ["m.story"], "S", None)
 
 
 def test_messenger_envelope_is_not_instagram(adapter):

@@ -79,6 +79,7 @@ def test_doc_samples(adapter):
         "image", "", "image", "<ATTACHMENT_URL>")
     assert (edit.kind, edit.text, edit.reply_to_id, edit.message_id) == ("edit", "<TEXT>", "<MESSAGE_ID>",
                                                                          "<MESSAGE_ID>:edit:1")
+    assert edit.edit_of == "<MESSAGE_ID>"
 
 
 def test_attachment_kinds(adapter):
@@ -103,6 +104,9 @@ def test_echoes_receipts_and_other_events_ignored(adapter):
     ]
     result = parse(adapter, *events)
     assert result.messages == [] and result.ignored == 5
+    assert result.drops == {"echo": 1, "receipt": 2, "reaction": 1, "revoke": 1}
+    assert [(r.status, r.message_ids, r.chat_id) for r in result.receipts] == [
+        ("delivered", ["m.1"], "P"), ("read", [], "P")]
 
 
 def test_postback_with_and_without_mid(adapter):
@@ -130,6 +134,7 @@ def test_batches_across_entries_and_standby_ignored(adapter):
     ]}).encode()
     result = adapter.parse(webhook(), signed_request(body))
     assert [m.message_id for m in result.messages] == ["a", "b", "c"] and result.ignored == 1
+    assert result.drops == {"standby": 1}
 
 
 @pytest.mark.parametrize("body", [b"nope", b'{"object": "instagram", "entry": []}', b'{"object": "page"}',
@@ -142,15 +147,17 @@ def test_malformed(adapter, body):
 async def test_send_shape_and_typing(make_settings):
     async with adapter_on_server(MessengerAdapter, make_settings) as (adapter, graph):
         graph.script("POST", SEND_PATH, Reply(200, {"recipient_id": "PSID-1", "message_id": "m_out"}),
-                     Reply(200, {"recipient_id": "PSID-1"}), Reply(500, {"error": {"code": 2}}))
+                     Reply(200, {"recipient_id": "PSID-1"}), Reply(200, {"recipient_id": "PSID-1"}),
+                     Reply(500, {"error": {"code": 2}}))
         assert await adapter.send(webhook(), target(), "hello, world! ✓") == ["m_out"]
-        await adapter.typing(webhook(), target())
-        await adapter.typing(webhook(), target())  # 500: swallowed
-        send, typing, _ = graph.to(SEND_PATH)
+        await adapter.typing(webhook(), target())  # first: mark_seen, then typing_on
+        await adapter.typing(webhook(), target(), first=False)  # a refresh: typing_on only (500: swallowed)
+        send, seen, typing, refresh = graph.to(SEND_PATH)
         assert send.headers["authorization"] == "Bearer EAAB-page-token-xyz" and "access_token" not in send.query
         assert send.json() == {"recipient": {"id": "PSID-1"}, "messaging_type": "RESPONSE",
                                "message": {"text": "hello, world! ✓"}}
-        assert typing.json() == {"recipient": {"id": "PSID-1"}, "sender_action": "typing_on"}
+        assert seen.json() == {"recipient": {"id": "PSID-1"}, "sender_action": "mark_seen"}
+        assert typing.json() == refresh.json() == {"recipient": {"id": "PSID-1"}, "sender_action": "typing_on"}
 
 
 @pytest.mark.parametrize(("code", "subcode", "status", "retryable"), [

@@ -38,7 +38,7 @@ class FakeTime:
 
 # ---------------------------------------------------------------------------- with_retry
 
-async def test_retry_after_then_success_and_cap():
+async def test_retry_after_then_success_even_past_the_cap():
     outcomes = [SendError("slow down", retryable=True, retry_after=2.5),
                 SendError("slow down", retryable=True, retry_after=500), "ok"]
     time = FakeTime()
@@ -52,7 +52,8 @@ async def test_retry_after_then_success_and_cap():
 
     result = await with_retry(call, max_attempts=5, base=1, cap=30, sleep=time.sleep,
                               on_retry=lambda n, err, d: retries.append((n, d)))
-    assert result == "ok" and time.sleeps == [2.5, 30] and retries == [(1, 2.5), (2, 30)]
+    # Retry-After is a "not before": the backoff cap does not shorten it
+    assert result == "ok" and time.sleeps == [2.5, 500] and retries == [(1, 2.5), (2, 500)]
 
 
 async def test_permanent_error_is_not_retried_and_network_errors_are():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from buzzi.broker.memory import MemoryBroker
 from buzzi.channels.pacing import SendLimits, SendPacing
 from buzzi.channels.registry import ChannelRegistry
 from buzzi.crypto import SecretBox
@@ -118,7 +119,8 @@ async def test_the_delivery_path_paces_every_part(make_settings, tmp_path):
                             content="\n\n".join(f"part {n} " + "word " * 600 for n in range(5)), channel="telegram")
             await store.add(hook)
             await store.add(reply)
-            assert await ReplyDelivery(store, registry, settings, Metrics()).deliver(conversation, reply, None)
+            delivery = ReplyDelivery(store, registry, settings, Metrics(), MemoryBroker(make_settings().broker))
+            assert await delivery.deliver(conversation, reply, None)
             assert len(telegram.calls("/sendMessage")) == 5
             assert clock.sleeps == [pytest.approx(1.0), pytest.approx(1.0)]  # a burst of 3, then 1 per second
         finally:

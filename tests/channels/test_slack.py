@@ -216,8 +216,6 @@ def test_file_share(adapter: SlackAdapter) -> None:
     {"type": "message", "bot_id": "B1", "bot_profile": {"id": "B1"}, "user": "U5", "text": "hi", "ts": "1.1",
      "channel": "C1"},
     {"type": "message", "user": BOT_USER, "text": "my own post", "ts": "1.1", "channel": "C1"},
-    {"type": "message", "subtype": "message_changed", "hidden": True, "channel": "C1", "ts": "1.2",
-     "message": {"type": "message", "user": "U1", "text": "edited", "ts": "1.1"}},
     {"type": "message", "subtype": "message_deleted", "hidden": True, "channel": "C1", "ts": "1.2"},
     {"type": "message", "subtype": "channel_join", "user": "U1", "text": "<@U1> has joined", "ts": "1.1",
      "channel": "C1"},

@@ -91,10 +91,12 @@ async def rejected(adapter: TeamsAdapter, req: WebhookRequest) -> None:
 def test_credentials(adapter: TeamsAdapter) -> None:
     good = adapter.validate_credentials({"appId": APP_ID.upper(), "appPassword": "pw", "tenantId": TENANT})
     assert good == {"appId": APP_ID, "appPassword": "pw", "tenantId": TENANT}
-    assert "tenantId" not in adapter.validate_credentials({"appId": APP_ID, "appPassword": "pw", "tenantId": ""})
-    cases = [({"appPassword": "pw"}, "appId"), ({"appId": "not-a-guid", "appPassword": "pw"}, "appId"),
-             ({"appId": APP_ID}, "appPassword"),
-             ({"appId": APP_ID, "appPassword": "pw", "tenantId": "a/b"}, "tenantId")]
+    cases = [({"appPassword": "pw", "tenantId": TENANT}, "appId"),
+             ({"appId": "not-a-guid", "appPassword": "pw", "tenantId": TENANT}, "appId"),
+             ({"appId": APP_ID, "tenantId": TENANT}, "appPassword"),
+             ({"appId": APP_ID, "appPassword": "pw", "tenantId": "a/b"}, "tenantId"),
+             ({"appId": APP_ID, "appPassword": "pw", "tenantId": ""}, "tenantId"),
+             ({"appId": APP_ID, "appPassword": "pw"}, "tenantId")]
     for credentials, field in cases:
         with pytest.raises(CredentialsError) as info:
             adapter.validate_credentials(credentials)
@@ -252,17 +254,18 @@ def test_parse_attachments(adapter: TeamsAdapter, bf: FakeTeams) -> None:
     assert msg.kind == "document"
 
 
-@pytest.mark.parametrize("body", [
-    {"type": "conversationUpdate", "membersAdded": [{"id": "29:x"}]},
-    {"type": "typing"},
-    {"type": "messageReaction", "reactionsAdded": [{"type": "like"}]},
-    {"type": "installationUpdate", "action": "add"},
-    {"type": "invoke", "name": "adaptiveCard/action"},
-    {"type": "message", "id": "1", "from": {"id": "29:x"}, "conversation": {"id": "c"}, "text": "  "},
+@pytest.mark.parametrize(("body", "reason"), [
+    ({"type": "conversationUpdate", "membersAdded": [{"id": "29:x"}]}, "membership"),
+    ({"type": "typing"}, "typing"),
+    ({"type": "messageReaction", "reactionsAdded": [{"type": "like"}]}, "reaction"),
+    ({"type": "installationUpdate", "action": "add"}, "installation"),
+    ({"type": "invoke", "name": "adaptiveCard/action"}, "invoke"),
+    ({"type": "message", "id": "1", "from": {"id": "29:x"}, "conversation": {"id": "c"}, "text": "  "},
+     "empty_message"),
 ])
-def test_parse_ignores_other_activities(adapter: TeamsAdapter, body: dict[str, Any]) -> None:
+def test_parse_ignores_other_activities(adapter: TeamsAdapter, body: dict[str, Any], reason: str) -> None:
     result = adapter.parse(webhook(), request(body))
-    assert (result.messages, result.ignored) == ([], 1)
+    assert (result.messages, result.ignored, result.drops) == ([], 1, {reason: 1})
 
 
 @pytest.mark.parametrize("raw", [b"{bad", b"[]", b'{"id": "1"}'])

@@ -121,7 +121,8 @@ async def test_secret_token_header(adapter: TelegramAdapter) -> None:
 
 def test_parse_text_with_reply(adapter: TelegramAdapter) -> None:
     msg = parse_one(adapter, update(text="hello", reply_to_message={"message_id": 1360, "text": "earlier"}))
-    assert (msg.message_id, msg.chat_id, msg.sender_id) == ("10000", "1111111", "1111111")
+    # The dedupe id is (chat, message_id): message_id is unique per chat only (docs/channels.md §10.14).
+    assert (msg.message_id, msg.chat_id, msg.sender_id) == ("1111111:1365", "1111111", "1111111")
     assert (msg.text, msg.kind, msg.sender_name, msg.reply_to_id) == ("hello", "text", "Ann Lee", "1360")
     assert msg.timestamp == 1441645532.0
     assert msg.meta["message_id"] == 1365 and msg.meta["update_id"] == 10000
@@ -131,7 +132,9 @@ def test_parse_edited_message(adapter: TelegramAdapter) -> None:
     body = {"update_id": 10001, "edited_message": {"message_id": 1365, "date": 1441645532, "edit_date": 1441645600,
                                                    "from": USER, "chat": CHAT, "text": "hello (fixed)"}}
     msg = parse_one(adapter, body)
-    assert (msg.message_id, msg.kind, msg.text, msg.timestamp) == ("10001", "edit", "hello (fixed)", 1441645600.0)
+    assert (msg.message_id, msg.kind, msg.text, msg.timestamp) == (
+        "1111111:1365:edit:10001", "edit", "hello (fixed)", 1441645600.0)
+    assert msg.edit_of == "1111111:1365"
 
 
 def test_parse_photo_takes_largest_size_and_caption(adapter: TelegramAdapter) -> None:
@@ -173,7 +176,8 @@ def test_parse_callback_query(adapter: TelegramAdapter) -> None:
         "id": "4382bfdwdsb323b2d9", "chat_instance": "-8211", "from": USER, "data": "approve:42",
         "message": {"message_id": 1366, "date": 1441645700, "chat": CHAT, "text": "Approve?"}}}
     msg = parse_one(adapter, body)
-    assert (msg.message_id, msg.kind, msg.text, msg.chat_id) == ("10002", "interactive", "approve:42", "1111111")
+    assert (msg.message_id, msg.kind, msg.text, msg.chat_id) == (
+        "callback:4382bfdwdsb323b2d9", "interactive", "approve:42", "1111111")
     assert msg.meta["callback_query_id"] == "4382bfdwdsb323b2d9"
     assert msg.reply_to_id == "1366"
 

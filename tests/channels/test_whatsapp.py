@@ -147,12 +147,14 @@ def test_doc_text_sample(adapter):
     assert m.meta["phone_number_id"] == "106540352242922" and m.meta["wamid"] == WAMID
 
 
-def test_status_receipts_and_errors_only_are_ignored(adapter):
+def test_status_receipts_and_errors_only_are_not_answered(adapter):
     result = adapter.parse(webhook(), signed_request(WA_STATUS_SAMPLE))
-    assert result.messages == [] and result.ignored == 1
+    assert result.messages == [] and result.drops == {"receipt": 1}
+    (receipt,) = result.receipts
+    assert (receipt.status, receipt.error["code"], receipt.retryable) == ("failed", 131049, False)
     errors_only = wa_envelope({"metadata": WA_METADATA, "errors": [{"code": 131000, "title": "x"}]})
     result = adapter.parse(webhook(), signed_request(errors_only))
-    assert result.messages == [] and result.ignored == 1
+    assert result.messages == [] and result.receipts == [] and result.drops == {"async_error": 1}
 
 
 def item(kind: str, body: dict, **extra) -> dict:
@@ -208,12 +210,14 @@ def test_edit_is_its_own_message_pointing_at_the_original(adapter):
     assert m.attachments[0].media_id == "1234567890" and m.meta["original_message_id"] == "wamid.ORIG"
 
 
-def test_reactions_and_unsupported_are_ignored(adapter):
+def test_reactions_are_dropped_and_unsupported_kept_for_a_polite_answer(adapter):
     reaction = item("reaction", {"message_id": "wamid.X", "emoji": "👍"})
-    unsupported = item("unsupported", {})
+    unsupported = item("unsupported", {"type": "poll_creation"})
     result = adapter.parse(webhook(), signed_request(
         wa_envelope({"metadata": WA_METADATA, "messages": [reaction, unsupported]})))
-    assert result.messages == [] and result.ignored == 2
+    assert result.ignored == 1 and result.drops == {"reaction": 1}
+    (m,) = result.messages
+    assert (m.kind, m.text, m.meta["unsupported_type"]) == ("unsupported", "", "poll_creation")
 
 
 def test_batches_across_entries_and_changes(adapter):

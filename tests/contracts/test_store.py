@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from buzzi import clock
 from buzzi.crypto import SecretBox
 from buzzi.models import (
     DONE,
@@ -23,6 +24,7 @@ from buzzi.models import (
     PROCESSING,
     STORED,
     Agent,
+    ChatAlias,
     Company,
     Conversation,
     Message,
@@ -328,6 +330,62 @@ async def test_defer_hands_a_claim_back_for_later_without_counting_it(store: Sto
     assert await store.earlier_unanswered(again) is False
 
 
+# A reply scheduled for a later send (a Retry-After longer than the inline wait) waits as
+# "processing" with no owner and lease_until = its notBefore; the inbox claim takes it after that.
+
+def scheduled_reply(not_before: float, **kw: object) -> Message:
+    return message("later", role="assistant", state=PROCESSING, lease_owner=None, lease_until=not_before,
+                   delivery={"status": "pending", "notBefore": not_before}, **kw)
+
+
+async def test_a_scheduled_reply_is_claimed_only_after_its_time_and_once(store: Store) -> None:
+    reply = await store.add(scheduled_reply(clock.now() + 60))
+    await store.add(message("not yet sent", role="assistant", state=PENDING))  # only user messages wait as pending
+    assert await store.claim_next_message("node-a", 30) is None  # its time has not come
+
+    await store.update(Message, reply.id, {"lease_until": clock.now() - 0.001})
+    taken = await store.claim_next_message("node-a", 30)
+    assert taken is not None and taken.id == reply.id and taken.role == "assistant"
+    assert taken.state == PROCESSING and taken.lease_owner == "node-a" and taken.attempts == 1
+    assert taken.lease_until is not None and taken.lease_until > clock.now() + 20
+    assert taken.delivery == {"status": "pending", "notBefore": reply.lease_until}
+    assert await store.claim_next_message("node-b", 30) is None  # not twice
+    assert await store.claim_message(reply.id, "node-b", 30) is None  # nor by the fast path
+
+    assert await store.finish_message(reply.id, "node-a", STORED) is True
+    assert (await store.get(Message, reply.id)).state == STORED
+    assert await store.claim_next_message("node-b", 30) is None
+
+
+async def test_a_rescheduled_reply_is_fenced_from_its_old_owner(store: Store) -> None:
+    reply = await store.add(scheduled_reply(clock.now() - 1))
+    assert (await store.claim_next_message("node-a", 30)).id == reply.id
+    # The resend was put off again: the delivery service hands the claim back with a new notBefore.
+    later = clock.now() + 60
+    assert await store.update(Message, reply.id, {"lease_owner": None, "lease_until": later},
+                              expect={"lease_owner": "node-a", "state": PROCESSING}) is not None
+    assert await store.finish_message(reply.id, "node-a", STORED) is False  # no longer its claim
+    assert await store.extend_lease(reply.id, "node-a", 30) is False
+    assert (await store.get(Message, reply.id)).lease_until == later
+    assert await store.claim_next_message("node-b", 30) is None
+
+
+async def test_due_replies_and_user_messages_are_claimed_oldest_first(store: Store) -> None:
+    now = clock.now()
+    user = await store.add(message("question", created_at=now - 5))
+    due = await store.add(scheduled_reply(now - 1, created_at=now - 10))
+    await store.add(scheduled_reply(now + 60, created_at=now - 20))  # not due
+    claimed = [await store.claim_next_message("node-a", 30) for _ in range(3)]
+    assert [m.id if m else None for m in claimed] == [due.id, user.id, None]
+
+
+async def test_concurrent_claimers_take_a_due_reply_once(stores: list[Store]) -> None:
+    replies = [await stores[0].add(scheduled_reply(clock.now() - 1, created_at=float(i))) for i in range(6)]
+    claimed = await asyncio.gather(*(s.claim_next_message(f"node-{i}", 30) for i, s in enumerate(stores * 3)))
+    taken = [m.id for m in claimed if m is not None]
+    assert sorted(taken) == sorted(r.id for r in replies)  # each exactly once
+
+
 async def test_ingest_message_creates_counts_merges_and_dedupes(store: Store) -> None:
     first = message("hello", dedupe_key="wh_1:m-1", created_at=10.0)
     incoming = conversation("wh_1:chat-9", customer={"id": "u1"}, meta={"service_url": "https://a"})
@@ -504,3 +562,106 @@ async def test_a_rejected_write_leaves_the_store_usable(store: Store, stores: li
         await store.update(Company, "c_1", {"name": object()})
     assert (await store.update(Company, "c_1", {"name": "Two"})).name == "Two"
     assert (await stores[0].update(Company, "c_1", {"name": "Three"})).name == "Three"
+
+
+# ---------------------------------------------------------------- chats known by several ids, moves, edits
+
+def chat(key: str, chat_id: str, **kw: object) -> Conversation:
+    return conversation(f"wh_1:{key}", external_chat_id=chat_id, webhook_id="wh_1", **kw)
+
+
+async def _ingest(store: Store, chat_id: str, aliases: list[str], n: int, at: float) -> Message:
+    inbound = message(f"m{n}", dedupe_key=f"wh_1:m{n}", created_at=at)
+    stored = await store.ingest_message(chat(chat_id, chat_id), inbound, [f"wh_1:{a}" for a in aliases])
+    assert stored is not None
+    return stored
+
+
+# WhatsApp: the phone number when the customer shows one, the business-scoped user id (BSUID) always.
+PHONE, BSUID = "16505551234", "US.13491208655302741918"
+
+
+@pytest.mark.parametrize("order", ["phone_disappears", "phone_appears"])
+async def test_one_conversation_per_customer_whichever_id_comes_first(store: Store, order: str) -> None:
+    steps = ([(PHONE, [BSUID]), (BSUID, []), (PHONE, [])] if order == "phone_disappears"
+             else [(BSUID, []), (PHONE, [BSUID]), (PHONE, []), (BSUID, [])])
+    stored = []
+    for n, (chat_id, aliases) in enumerate(steps):
+        stored.append(await _ingest(store, chat_id, aliases, n, at=100.0 + n))
+        conv = await store.get(Conversation, stored[-1].conversation_id)
+        assert conv.external_chat_id == chat_id  # replies go to the id the latest message came from
+        assert conv.last_inbound_at == conv.last_message_at == 100.0 + n
+    assert len({m.conversation_id for m in stored}) == 1
+    assert await store.count(Conversation) == 1
+    conv = await store.get(Conversation, stored[0].conversation_id)
+    assert conv.message_count == len(steps)
+    # The id the conversation was not created with is an alias of it (found by primary key).
+    other = BSUID if conv.chat_key == f"wh_1:{PHONE}" else PHONE
+    alias = await store.get(ChatAlias, f"wh_1:{other}")
+    assert alias is not None and alias.conversation_id == conv.id and alias.company_id == "c_1"
+    assert await store.count(ChatAlias) == 1
+
+
+async def test_aliases_are_per_webhook_and_never_taken_over(store: Store) -> None:
+    first = await _ingest(store, PHONE, [BSUID], 1, at=1.0)
+    # Another webhook's chat with the same ids is another customer relationship.
+    other = await store.ingest_message(conversation(f"wh_2:{BSUID}", external_chat_id=BSUID),
+                                       message("x", dedupe_key="wh_2:m1"), [f"wh_2:{PHONE}"])
+    assert other is not None and other.conversation_id != first.conversation_id
+    # An alias already pointing at a conversation stays there.
+    await store.add(chat("someone-else", "someone-else"))
+    await _ingest(store, "someone-else", [BSUID], 2, at=2.0)
+    assert (await store.get(ChatAlias, f"wh_1:{BSUID}")).conversation_id == first.conversation_id
+
+
+async def test_a_moved_chat_keeps_its_conversation(store: Store) -> None:
+    first = await _ingest(store, "-100", [], 1, at=1.0)
+    kept = await store.move_chat("wh_1:-100", "wh_1:-1001", old_chat_id="-100", new_chat_id="-1001")
+    assert kept == first.conversation_id
+    conv = await store.get(Conversation, kept)
+    assert (conv.chat_key, conv.external_chat_id) == ("wh_1:-1001", "-1001")
+    assert conv.meta["migratedFrom"] == "-100"
+    # Messages of the new chat, and a late one of the old chat, join it.
+    assert (await _ingest(store, "-1001", [], 2, at=2.0)).conversation_id == kept
+    assert (await _ingest(store, "-100", [], 3, at=3.0)).conversation_id == kept
+    assert (await store.get(Conversation, kept)).external_chat_id == "-100"  # the latest message's id, as always
+    # A redelivered move finds nothing left to move.
+    assert await store.move_chat("wh_1:-100", "wh_1:-1001", old_chat_id="-100", new_chat_id="-1001") is None
+    assert await store.count(Conversation) == 1
+
+
+async def test_a_move_onto_a_chat_with_a_conversation_keeps_that_one(store: Store) -> None:
+    old = await _ingest(store, "-200", [], 1, at=1.0)
+    new = await _ingest(store, "-2001", [], 2, at=2.0)
+    kept = await store.move_chat("wh_1:-200", "wh_1:-2001", old_chat_id="-200", new_chat_id="-2001")
+    assert kept == new.conversation_id
+    assert (await store.get(Conversation, kept)).meta["migratedFrom"] == "-200"
+    retired = await store.get(Conversation, old.conversation_id)
+    assert retired.chat_key is None and retired.meta["migratedTo"] == "-2001" and retired.message_count == 1
+    assert (await _ingest(store, "-200", [], 3, at=3.0)).conversation_id == kept
+
+
+async def test_a_move_of_an_unknown_chat_changes_nothing(store: Store) -> None:
+    assert await store.move_chat("wh_1:-300", "wh_1:-3001", old_chat_id="-300", new_chat_id="-3001") is None
+    assert await store.count(Conversation) == 0 and await store.count(ChatAlias) == 0
+
+
+async def test_edits_are_recorded_on_the_original_bounded_and_once(store: Store) -> None:
+    original = await store.add(message("What is the price?", dedupe_key="wh_1:m-1"))
+    for n in range(12):
+        assert await store.record_edit("wh_1:m-1", {"id": f"e{n}", "text": f"edit {n}", "at": float(n)}) is True
+    assert await store.record_edit("wh_1:m-1", {"id": "e11", "text": "edit 11", "at": 11.0}) is False
+    assert await store.record_edit("wh_1:unknown", {"id": "e1", "text": "x", "at": 1.0}) is None
+    after = await store.get(Message, original.id)
+    assert after.content == "What is the price?"
+    assert [e["id"] for e in after.metadata["edits"]] == [f"e{n}" for n in range(2, 12)]
+    assert after.metadata["edits"][-1] == {"id": "e11", "text": "edit 11", "at": 11.0}
+
+
+async def test_concurrent_edits_are_all_recorded(stores: list[Store]) -> None:
+    original = await stores[0].add(message("hi", dedupe_key="wh_1:m-2"))
+    edits = [s.record_edit("wh_1:m-2", {"id": f"e{i}-{n}", "text": "x", "at": 1.0})
+             for i, s in enumerate(stores) for n in range(2)]
+    assert await asyncio.gather(*edits) == [True] * 8
+    after = await stores[0].get(Message, original.id)
+    assert sorted(e["id"] for e in after.metadata["edits"]) == sorted(f"e{i}-{n}" for i in range(4) for n in range(2))

@@ -16,6 +16,7 @@ from tests.dashboard.forms import (
     field_error,
     webhook_path,
 )
+from tests.support.fake_teams import FakeTeams
 from tests.support.fake_telegram import Answer, FakeTelegram
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.waiting import wait_until
@@ -137,17 +138,25 @@ async def test_slack_and_custom_test_events_are_signed_correctly(owner: Dashboar
         assert generated not in detail.text and SLACK_SECRET not in detail.text
 
 
-async def test_teams_test_event_is_not_faked(owner: DashboardClient, gw) -> None:
-    cid, aid = await setup_agent(owner)
-    page = await owner.post(f"/admin/companies/{cid}/agents/{aid}/webhooks", {
-        "channel": "teams", "cred-teams-appId": "6f1c1a43-7b7e-4f8e-9d8b-1a2b3c4d5e6f",
-        "cred-teams-appPassword": "teams-client-secret-value"})
-    assert page.status == 201 and 'id="send-test"' not in page.text and "cannot be simulated" in page.text
-    wid = re.search(r'<span class="mono">(wh_[A-Za-z0-9_\-]+)</span>', page.text).group(1)
-    assert "teams-client-secret-value" not in (await owner.get(webhook_path(cid, aid, wid))).text
-    forced = await owner.post(webhook_path(cid, aid, wid) + "/test")
-    assert "Microsoft" in re.search(r'id="test-error">([^<]*)<', forced.text).group(1)
-    assert await gw.store.find(WebhookEvent, webhook_id=wid) == []
+async def test_teams_test_event_is_not_faked(make_settings) -> None:
+    app_id, tenant = "6f1c1a43-7b7e-4f8e-9d8b-1a2b3c4d5e6f", "2b7e4c1d-0a9f-4e3b-8c6d-5f4e3d2c1b0a"
+    async with FakeTeams() as bf, \
+            running_gateway(make_settings, channels={"teams_openid_url": bf.openid_url,
+                                                     "teams_token_url": bf.token_url}) as gw, \
+            new_http() as http:
+        bf.register_app(tenant, app_id, "teams-client-secret-value")  # creating it fetches a token
+        owner = DashboardClient(gw, http)
+        await owner.login()
+        cid, aid = await setup_agent(owner)
+        page = await owner.post(f"/admin/companies/{cid}/agents/{aid}/webhooks", {
+            "channel": "teams", "cred-teams-appId": app_id, "cred-teams-appPassword": "teams-client-secret-value",
+            "cred-teams-tenantId": tenant})
+        assert page.status == 201 and 'id="send-test"' not in page.text and "cannot be simulated" in page.text
+        wid = re.search(r'<span class="mono">(wh_[A-Za-z0-9_\-]+)</span>', page.text).group(1)
+        assert "teams-client-secret-value" not in (await owner.get(webhook_path(cid, aid, wid))).text
+        forced = await owner.post(webhook_path(cid, aid, wid) + "/test")
+        assert "Microsoft" in re.search(r'id="test-error">([^<]*)<', forced.text).group(1)
+        assert await gw.store.find(WebhookEvent, webhook_id=wid) == []
 
 
 async def test_rotate_shows_the_new_secret_once(owner: DashboardClient, gw) -> None:

@@ -136,7 +136,7 @@ async def test_customer_text_and_delivery_errors_render_as_text(gw: RunningGatew
     assert page.status == 200
     assert XSS not in page.text and "&lt;img src=x onerror=alert(1)&gt;" in page.text
     assert "<b>Eve</b>" not in page.text and "&lt;b&gt;Eve&lt;/b&gt;" in page.text
-    assert "<script>bad()" not in page.text and "Delivery failed: &lt;script&gt;bad()&lt;/script&gt;" in page.text
+    assert "<script>bad()" not in page.text and "failed: &lt;script&gt;bad()&lt;/script&gt;" in page.text
     listing = await owner.get("/admin/conversations")
     assert "<b>Eve</b>" not in listing.text and "&lt;b&gt;Eve&lt;/b&gt;" in listing.text
 

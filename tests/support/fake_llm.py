@@ -37,6 +37,7 @@ class LlmScript:
     raw_data: list[str] | None = None  # send these `data:` payloads verbatim instead of chunks
     send_done: bool = True
     as_json: bool = False  # answer one non-streamed completion, as servers ignoring `stream` do
+    delay: float = 0.0  # seconds before the answer starts: a slow model
 
 
 @dataclass
@@ -122,6 +123,8 @@ class FakeServices:
         script = self.llm
         if script.stall:
             return await self._stall()
+        if script.delay:
+            await asyncio.sleep(script.delay)
         if script.status != 200:
             return web.json_response(script.error_body, status=script.status)
         if script.as_json:

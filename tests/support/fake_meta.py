@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,14 +55,16 @@ class ScriptedServer:
         self.requests: list[Recorded] = []
         self.url = ""
         self._queued: dict[tuple[str, str], deque[Reply]] = defaultdict(deque)
-        self._defaults: dict[tuple[str, str], Reply] = {}
+        self._defaults: dict[tuple[str, str], Reply | Callable[[Recorded], Reply]] = {}
         self._runner: web.AppRunner | None = None
 
     def script(self, method: str, path: str, *replies: Reply) -> None:
         """Answer the next requests to (method, path) with these replies, in order."""
         self._queued[(method, path)].extend(replies)
 
-    def always(self, method: str, path: str, reply: Reply) -> None:
+    def always(self, method: str, path: str, reply: Reply | Callable[[Recorded], Reply]) -> None:
+        """Answer (method, path) with `reply` once the queue is empty; a callable answers each
+        request from its body (a platform that answers by what it was asked)."""
         self._defaults[(method, path)] = reply
 
     def to(self, path: str) -> list[Recorded]:
@@ -76,6 +78,8 @@ class ScriptedServer:
         key = (request.method, request.path)
         queue = self._queued.get(key)
         reply = queue.popleft() if queue else self._defaults.get(key, Reply(404, {"error": {"message": "no route"}}))
+        if callable(reply):
+            reply = reply(self.requests[-1])
         body = json.dumps(reply.json).encode() if reply.json is not None else reply.body
         headers = dict(reply.headers)
         if reply.json is not None:
@@ -156,6 +160,73 @@ def wa_message(item: dict[str, Any]) -> bytes:
     return wa_envelope({"metadata": WA_METADATA, "contacts": [WA_CONTACT], "messages": [item]})
 
 
+# A business-scoped user id as Meta's "Business-scoped user IDs" page writes one, and a username
+# user's contacts[] entry without a phone number (wa_id omitted when the phone is unavailable).
+WA_BSUID = "US.13491208655302741918"
+WA_PARENT_BSUID = "US.ENT.11815799212886844830"
+WA_USERNAME_CONTACT = {"profile": {"name": "Sheena Nelson", "username": "@sheena"}, "user_id": WA_BSUID}
+
+
+def wa_status(wamid: str, status: str, *, recipient: str = "16505551234", timestamp: int = 1751142888,
+              errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One statuses[] item (Meta: webhooks/reference/messages/status): a phone recipient in
+    recipient_id, a BSUID in recipient_user_id; a failed status carries errors[] and no contacts."""
+    item: dict[str, Any] = {"id": wamid, "status": status, "timestamp": str(timestamp)}
+    item["recipient_user_id" if recipient.count(".") else "recipient_id"] = recipient
+    if errors is not None:
+        item["errors"] = errors
+    return item
+
+
+def wa_status_error(code: int, title: str, details: str) -> dict[str, Any]:
+    """An errors[] item of a failed status, shaped like the doc sample (WA_STATUS_SAMPLE)."""
+    return {"code": code, "title": title, "message": title, "error_data": {"details": details},
+            "href": "/documentation/business-messaging/whatsapp/support/error-codes"}
+
+
+def wa_error_reply(code: int, message: str, details: str, *, status: int = 400) -> Reply:
+    """A Cloud API error answer as Graph sends it (Meta: support/error-codes): HTTP 400 whatever the
+    cause (rate limits included), {"error": {message, type, code, error_data, fbtrace_id}}."""
+    return Reply(status, {"error": {"message": message, "type": "OAuthException", "code": code,
+                                    "error_data": {"messaging_product": "whatsapp", "details": details},
+                                    "fbtrace_id": "A4O5a8RAgePwbcGSu"}})
+
+
+WA_REENGAGEMENT_ERROR = wa_error_reply(
+    131047, "(#131047) Re-engagement message",
+    "Message failed to send because more than 24 hours have passed since the customer last replied to this number.")
+WA_PAIR_LIMIT_ERROR = wa_error_reply(
+    131056, "(#131056) (Business Account, Consumer Account) pair rate limit hit",
+    "Message failed to send because there were too many messages sent from this phone number to the same "
+    "phone number in a short period of time.")
+
+
+class WhatsAppSends:
+    """The fake Graph's answers to POST /{phone_number_id}/messages, by what was asked (Meta: send
+    messages, business-scoped-user-ids): a read/typing call answers {"success": true}; a send
+    answers a new wamid and contacts[].input echoing the recipient, with wa_id for a phone (`to`)
+    and user_id for a BSUID (`recipient`); a template is "accepted". A free-form send to a
+    recipient in `closed` (the test says its window has closed) fails with 131047, as Graph does."""
+
+    def __init__(self) -> None:
+        self.closed: set[str] = set()
+        self.count = 0
+
+    def __call__(self, request: Recorded) -> Reply:
+        body = request.json()
+        if body.get("status") == "read":
+            return Reply(200, {"success": True})
+        recipient = body.get("to") or body.get("recipient")
+        if body.get("type") != "template" and recipient in self.closed:
+            return WA_REENGAGEMENT_ERROR
+        self.count += 1
+        contact = {"input": recipient, **({"wa_id": recipient} if "to" in body else {"user_id": recipient})}
+        message: dict[str, Any] = {"id": f"wamid.OUT{self.count}"}
+        if body.get("type") == "template":
+            message["message_status"] = "accepted"
+        return Reply(200, {"messaging_product": "whatsapp", "contacts": [contact], "messages": [message]})
+
+
 # docs/channels.md §2.1, WhatsApp text (doc sample), byte for byte.
 WA_TEXT_SAMPLE = b"""{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"value":{
  "messaging_product":"whatsapp",
@@ -193,3 +264,35 @@ MESSENGER_EVENTS = {
 def messaging_envelope(obj: str, *events: dict[str, Any], entry_id: str = "<PAGE_ID>") -> bytes:
     return json.dumps({"object": obj, "entry": [{"id": entry_id, "time": 1458692752478,
                                                  "messaging": list(events)}]}).encode()
+
+
+# Messenger receipts (doc samples: message_deliveries and message_reads webhook references) and
+# Instagram's messaging_seen, which names the message seen instead of a watermark.
+MESSENGER_DELIVERY = {"sender": {"id": "<PSID>"}, "recipient": {"id": "<PAGE_ID>"},
+                      "delivery": {"mids": ["mid.1458668856218:ed81099e15d3f4f233"], "watermark": 1458668856253}}
+MESSENGER_READ = {"sender": {"id": "<PSID>"}, "recipient": {"id": "<PAGE_ID>"}, "timestamp": 1458668856463,
+                  "read": {"watermark": 1458668856253}}
+INSTAGRAM_SEEN = {"sender": {"id": "<IGSID>"}, "recipient": {"id": "<IGID>"}, "timestamp": 1569262486134,
+                  "read": {"mid": "<MESSAGE-ID>"}}
+
+
+def graph_error_reply(code: int, message: str, subcode: int | None = None, *, status: int = 400,
+                      error_type: str = "OAuthException") -> Reply:
+    """A Graph error answer as Graph sends it (Messenger Platform "Common Error Codes"): the HTTP
+    status (400 even for rate limits) and {"error": {message, type, code, error_subcode, fbtrace_id}}."""
+    error: dict[str, Any] = {"message": message, "type": error_type, "code": code}
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    error["fbtrace_id"] = "AbCdEfGhIjKlMnOpQrStUv"
+    return Reply(status, {"error": error})
+
+
+# Send API failures of Messenger and Instagram (Messenger Platform "Common Error Codes" and the Send
+# API error codes): the custom (per-Page) rate limit, the Messenger business-use-case limit, and the
+# send outside the 24-hour window.
+MESSENGER_RATE_LIMITED = graph_error_reply(613, "(#613) Calls to this api have exceeded the rate limit.")
+MESSENGER_BUC_LIMITED = graph_error_reply(
+    80006, "(#80006) There have been too many messenger api calls. Wait a bit and try again.")
+MESSENGER_OUTSIDE_WINDOW = graph_error_reply(
+    10, "(#10) This message is sent outside of allowed window. Learn more about the new policy here: "
+        "https://developers.facebook.com/docs/messenger-platform/policy-overview", 2018278)

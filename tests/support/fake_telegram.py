@@ -13,6 +13,7 @@ order, for requests whose path ends with the given suffix; then the fake's defau
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -27,6 +28,7 @@ class Recorded:
     raw_path: str  # as sent, percent-encoding intact
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)  # when it arrived (wall clock, as buzzi.clock)
 
     @property
     def json(self) -> Any:
@@ -102,6 +104,9 @@ class FakeTelegram(FakeApi):
     def __init__(self) -> None:
         super().__init__()
         self.files: dict[str, bytes] = {}  # file_path -> content
+        # Groups upgraded to supergroups, old chat id -> new: a send to the old id is refused the way
+        # the Bot API refuses it (400 with ResponseParameters.migrate_to_chat_id).
+        self.migrated: dict[int, int] = {}
         self._next_message_id = 500
 
     def default(self, request: Recorded) -> Answer:
@@ -111,6 +116,11 @@ class FakeTelegram(FakeApi):
             if path in self.files:
                 return Answer(body=self.files[path], content_type="application/octet-stream")
             return Answer(404, {"ok": False, "error_code": 404, "description": "Not Found"})
+        chat_id = request.json.get("chat_id") if method in ("sendMessage", "sendChatAction") else None
+        if chat_id in self.migrated:
+            return Answer(400, {"ok": False, "error_code": 400,
+                                "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                                "parameters": {"migrate_to_chat_id": self.migrated[chat_id]}})
         if method == "sendMessage":
             self._next_message_id += 1
             return Answer(json={"ok": True, "result": {"message_id": self._next_message_id}})

@@ -227,10 +227,11 @@ def _messaging(obj: str, sender: str, account: str) -> Callable[[ChannelLab, str
 def _telegram(lab: ChannelLab, text: str, n: str) -> tuple[bytes, str]:
     update_id = 10000 + int(n) if n.isdigit() else 10000 + abs(hash(n)) % 10**6
     update = {"update_id": update_id, "message": {
-        "message_id": 1365 + update_id % 1000, "date": int(time.time()), "text": text,
+        "message_id": update_id, "date": int(time.time()), "text": text,
         "from": {"id": TG_CHAT, "is_bot": False, "first_name": "Ann", "last_name": "Lee", "username": "ann"},
         "chat": {"id": TG_CHAT, "type": "private", "first_name": "Ann", "username": "ann"}}}
-    return json.dumps(update, ensure_ascii=False).encode(), str(update_id)
+    # Telegram's dedupe id is (chat, message_id): message_id is unique per chat only.
+    return json.dumps(update, ensure_ascii=False).encode(), f"{TG_CHAT}:{update_id}"
 
 
 def _slack(lab: ChannelLab, text: str, n: str) -> tuple[bytes, str]:

@@ -124,8 +124,8 @@ async def test_whatsapp_permanent_error_is_not_retried(lab: ChannelLab) -> None:
     lab.graph.script("POST", WA_SEND, Reply(200, {"success": True}), Reply(400, error))
     await lab.post("whatsapp", lab.message("whatsapp"))
     (reply,) = await lab.replies("whatsapp", state="failed")
-    assert reply.delivery["attempts"] == 1 and reply.delivery["code"] == 131047
-    assert "131047" in reply.delivery["error"]
+    assert reply.delivery["attempts"] == 1 and reply.delivery["error"]["code"] == 131047
+    assert "131047" in reply.delivery["error"]["title"]
     await lab.settled("whatsapp")
     assert len(lab.sends("whatsapp")) == 1
     stored = await lab.gw.store.get(Message, reply.id)
@@ -138,7 +138,7 @@ async def test_telegram_blocked_bot_is_not_retried(lab: ChannelLab) -> None:
                                                "description": "Forbidden: bot was blocked by the user"}))
     await lab.post("telegram", lab.message("telegram"))
     (reply,) = await lab.replies("telegram", state="failed")
-    assert reply.delivery["attempts"] == 1 and "blocked" in reply.delivery["error"]
+    assert reply.delivery["attempts"] == 1 and "blocked" in reply.delivery["error"]["title"]
     await lab.settled("telegram")
     assert len(lab.tg.calls("/sendMessage")) == 1
 
@@ -150,7 +150,7 @@ async def assert_admin_sees_failure(lab: ChannelLab, reply: Message) -> None:
                                            token=token)
     assert status == 200, body
     (shown,) = [m for m in body if m["id"] == reply.id]
-    assert shown["delivery"]["status"] == "failed" and "131047" in shown["delivery"]["error"]
+    assert shown["delivery"]["status"] == "failed" and shown["delivery"]["error"]["code"] == 131047
 
 
 # ---- human handover

@@ -124,8 +124,8 @@ async def test_a_custom_reply_to_loopback_is_recorded_as_blocked(strict_lab: Cha
     assert (await lab.post("custom", lab.message("custom")))[0] == 200
     [reply] = await lab.replies("custom", state="failed")
     delivery = reply.delivery
-    assert delivery["code"] == "blocked" and delivery["attempts"] == 1  # permanent: not retried
-    assert delivery["error"].startswith("custom: callbackUrl blocked: 127.0.0.1 is a loopback address")
+    assert delivery["error"]["code"] == "blocked" and delivery["attempts"] == 1  # permanent: not retried
+    assert delivery["error"]["title"].startswith("custom: callbackUrl blocked: 127.0.0.1 is a loopback address")
     assert lab.callback.to(CALLBACK_PATH) == []
 
 
