@@ -67,7 +67,9 @@ class ReplyDelivery:
 
     async def _send(self, conversation: Conversation, reply: Message, in_reply_to: Message | None, *,
                     resending: bool) -> bool:
-        current = await self.store.get(Message, reply.id) or reply
+        # A resend re-reads (a receipt may have changed it since the claim); deliver() gets a
+        # reply that was just stored or just read.
+        current = (await self.store.get(Message, reply.id) or reply) if resending else reply
         not_before = current.delivery.get("notBefore")
         if isinstance(not_before, int | float) and not_before > clock.now():
             if resending:  # claimed early (a receipt put it off again meanwhile): keep it scheduled

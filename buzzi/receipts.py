@@ -22,7 +22,6 @@ import logging
 from typing import Any
 
 from buzzi import clock
-from buzzi.broker.base import StreamLog
 from buzzi.channels.base import RECEIPT_STATUSES, Receipt
 from buzzi.delivery import Plan, ReplyDelivery
 from buzzi.delivery_state import FAILED, SENT, error_body, forward, part_ids, scheduled, summarize
@@ -43,10 +42,9 @@ Hit = tuple[str, Receipt]  # (platform id, the receipt naming it)
 
 
 class ReceiptBook:
-    def __init__(self, store: Store, broker: StreamLog, delivery: ReplyDelivery, metrics: Metrics) -> None:
+    def __init__(self, store: Store, delivery: ReplyDelivery, metrics: Metrics) -> None:
         self.store = store
-        self.broker = broker  # the delivery notifications go out through `delivery.publish`
-        self.delivery = delivery
+        self.delivery = delivery  # every change goes through delivery.change, which publishes it
         self.metrics = metrics
 
     async def apply(self, webhook: Webhook, receipts: list[Receipt]) -> int:

@@ -97,7 +97,7 @@ class Gateway:
             self.node_id,
         )
         self.inbox = InboxWorker(self.store, self.broker, self.processor, settings.inbox, self.node_id)
-        self.receipts = ReceiptBook(self.store, self.broker, self.delivery, self.metrics)
+        self.receipts = ReceiptBook(self.store, self.delivery, self.metrics)
         self.webhooks = WebhookIntake(
             self.store, self.broker, self.channels, self.limiter, settings.webhooks, self.metrics,
             MediaFetcher(self.store, self.channels, settings.channels), DeliveryLog(self.store, settings.webhooks),

@@ -33,9 +33,6 @@ class InstagramAdapter(MessagingAdapter):
     display_name = "Instagram"
     credential_fields = (CredentialField("igUserId", "Instagram account ID"),
                          CredentialField("accessToken", "Access token", secret=True))
-    secret_source = "given"
-    secret_hint = "The Meta App Secret (App Dashboard > Basic settings). Required."
-    has_verify_token = True
     text_limit = 1000
     api_base_setting = "instagram_api_base"
     token_field = "accessToken"

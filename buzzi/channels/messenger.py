@@ -15,9 +15,6 @@ class MessengerAdapter(MessagingAdapter):
     display_name = "Messenger"
     credential_fields = (CredentialField("pageId", "Page ID"),
                          CredentialField("pageAccessToken", "Page access token", secret=True))
-    secret_source = "given"
-    secret_hint = "The Meta App Secret (App Dashboard > Basic settings). Required."
-    has_verify_token = True
     text_limit = 2000  # "UTF-8 and under 2000 characters" (docs/channels.md §3.3, Send API reference)
     api_base_setting = "messenger_api_base"
     token_field = "pageAccessToken"

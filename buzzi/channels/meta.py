@@ -119,6 +119,10 @@ def graph_error(what: str, status: int, payload: Any, retry_after: str | None,
 class MetaAdapter(ChannelAdapter):
     """Graph webhooks: handshake, signature, secrets, and one JSON call with error classes."""
 
+    # Every Graph webhook is signed with the Meta App Secret and has a verify-token handshake.
+    secret_source = "given"
+    secret_hint = "The Meta App Secret (App Dashboard > Basic settings). Required."
+    has_verify_token = True
     api_base_setting: ClassVar[str]  # ChannelSettings field with this channel's Graph base URL
     token_field: ClassVar[str]  # credentials key of the access token
     error_classes: ClassVar[ErrorClasses]

@@ -113,9 +113,6 @@ class WhatsAppAdapter(MetaAdapter):
     setting_fields = (CredentialField("reengagementTemplate.name", "Re-engagement template name", required=False),
                       CredentialField("reengagementTemplate.language", "Template language (e.g. en_US)",
                                       required=False))
-    secret_source = "given"
-    secret_hint = "The Meta App Secret (App Dashboard > Basic settings). Required."
-    has_verify_token = True
     text_limit = 4096  # text.body maximum (docs/channels.md §2.3)
     api_base_setting = "whatsapp_api_base"
     token_field = "accessToken"

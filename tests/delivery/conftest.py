@@ -109,7 +109,7 @@ async def bench(delivery_store_url: str, box: SecretBox, make_settings) -> Async
         conversation = await store.add(Conversation(
             id="cv_wa", company_id="c_1", agent_id="a_1", channel="whatsapp", webhook_id=webhook.id,
             external_chat_id=WA_USER, chat_key=f"{webhook.id}:{WA_USER}", last_inbound_at=time.time()))
-        bench = Bench(store, broker, graph, delivery, ReceiptBook(store, broker, delivery, metrics), metrics,
+        bench = Bench(store, broker, graph, delivery, ReceiptBook(store, delivery, metrics), metrics,
                       webhook, conversation)
         graph.always("POST", WA_SEND, bench.answer_sends)
         try:

@@ -179,7 +179,7 @@ async def test_concurrent_receipts_from_several_nodes_never_move_backwards(bench
     other_store = open_store(delivery_store_url, box)
     await other_store.open()
     try:
-        other = ReceiptBook(other_store, bench.broker, ReplyDelivery(
+        other = ReceiptBook(other_store, ReplyDelivery(
             other_store, bench.delivery.channels, bench.delivery.settings, bench.metrics, bench.broker),
             bench.metrics)
         receipts = [receipt(status, wamid) for status in ("sent", "delivered", "read") for wamid in wamids] * 3
