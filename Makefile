@@ -31,8 +31,9 @@ lint: $(STAMP_TEST)
 	$(BIN)/ruff check .
 	$(BIN)/vulture
 
+# No BENCH: every bench, then one summary table (bench/summary.py); BENCH="chat --quick": one bench.
 bench: $(STAMP_TEST)
-	$(BIN)/python -m bench $(BENCH)
+	$(BIN)/python -m bench $(or $(BENCH),all)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

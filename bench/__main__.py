@@ -1,4 +1,5 @@
-"""`python -m bench [NAME [ARGS...]]`: list the benchmarks, or run one by name with its own arguments.
+"""`python -m bench [NAME [ARGS...]]`: list the benchmarks, run one by name with its own arguments,
+or `python -m bench all [--quick] [--write]`: every one, then one table of their figures (bench/summary.py).
 
 Each runs in its own interpreter (`python -m bench.NAME_bench`), exactly as the README quotes it,
 so a bench's servers and limits never leak into another's.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+
+from bench.summary import main as summary
 
 BENCHES = {
     "chat": "web chat SSE vs a bare Tornado SSE server: RSS per stream, events/s, first delta",
@@ -20,8 +23,11 @@ BENCHES = {
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "all":
+        return summary(argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m bench NAME [ARGS...]   (make bench BENCH='NAME ARGS')\n")
+        print("usage: python -m bench NAME [ARGS...]   (make bench BENCH='NAME ARGS')")
+        print("       python -m bench all [--quick] [--write]   (make bench: every bench, one summary table)\n")
         for name, what in BENCHES.items():
             print(f"  {name:<8} {what}")
         print("\nEach NAME takes --help. Results and commands: README.md#benchmarks, bench/README.md.")

@@ -28,12 +28,18 @@ class HookHandler(tornado.web.RequestHandler):
         self.finish({"status": "ok"})
 
 
+class ReadyHandler(tornado.web.RequestHandler):
+    def get(self) -> None:  # the bench waits for it, as for the gateway's /readyz
+        self.finish({"status": "ready"})
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--secret", required=True)
     args = parser.parse_args()
-    app = tornado.web.Application([(r"/api/webhooks/(.*)", HookHandler, {"secret": args.secret.encode()})])
+    app = tornado.web.Application([(r"/api/webhooks/(.*)", HookHandler, {"secret": args.secret.encode()}),
+                                   (r"/readyz", ReadyHandler)])
     app.listen(args.port, "127.0.0.1")
     print("ready", flush=True)
     await asyncio.Event().wait()

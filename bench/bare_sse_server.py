@@ -4,7 +4,7 @@
 
 GET /stream/{id} holds an SSE stream in a dict; POST /publish/{id}?n=K writes K `delta` events to
 that one stream, framed like the gateway's (id/event/data, flushed one by one), each carrying
-"t": time.time_ns() taken when it is published.
+"t": time.time_ns() taken when it is published. POST /broadcast writes one to every open stream.
 """
 
 from __future__ import annotations
@@ -55,13 +55,27 @@ class PublishHandler(tornado.web.RequestHandler):
         self.finish()
 
 
+class BroadcastHandler(tornado.web.RequestHandler):
+    """POST /broadcast: one `delta` event to every open stream (bench/cluster_bench.py's baseline)."""
+
+    def post(self) -> None:
+        for target in list(streams.values()):
+            target.seq += 1
+            data = json.dumps({"content": "chunk of an answer ", "t": time.time_ns()}, separators=(",", ":"))
+            target.write(f"id: {target.seq}\nevent: delta\ndata: {data}\n\n")
+            target.flush()
+        self.set_status(202)
+        self.finish()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    app = tornado.web.Application([(r"/stream/([^/]+)", StreamHandler), (r"/publish/([^/]+)", PublishHandler)])
+    app = tornado.web.Application([(r"/stream/([^/]+)", StreamHandler), (r"/publish/([^/]+)", PublishHandler),
+                                   (r"/broadcast", BroadcastHandler)])
     app.listen(args.port, "127.0.0.1", backlog=4096)
     print("ready", flush=True)
     await asyncio.Event().wait()

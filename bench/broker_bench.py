@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 
+from bench.figures import Figure, write_figures
 from buzzi.broker import open_broker
 from buzzi.broker.base import StreamLog
 from buzzi.config import BrokerSettings
@@ -28,25 +30,43 @@ class Result:
     events_per_s: float
     p50_ms: float
     p99_ms: float
+    lost: int = 0
+    duplicated: int = 0
+    out_of_order: int = 0
+    cpu_us: float = 0.0
 
 
-async def throughput(publisher: StreamLog, subscriber: StreamLog, n: int, concurrency: int) -> float:
-    """Events per second from `publisher` to one live subscriber on `subscriber` (both may be one node)."""
-    sub = subscriber.subscribe("bench-throughput", maxsize=n + 1)
-    await subscriber.replay("bench-throughput", None)  # the subscription is live after this
+async def throughput(publisher: StreamLog, subscriber: StreamLog, n: int, concurrency: int,
+                     check: list[int] | None = None) -> float:
+    """Events per second from `publisher` to one live subscriber on `subscriber` (both may be one node).
+    With `check`, appends [lost, duplicated, out of order] for the events received and this process's
+    CPU time per event in us (both nodes: steady under machine load, where events/s is not)."""
+    stream = f"bench-throughput-{time.monotonic_ns()}"  # a fresh log per run
+    sub = subscriber.subscribe(stream, maxsize=n + 1)
+    await subscriber.replay(stream, None)  # the subscription is live after this
     counter = iter(range(n))
 
     async def worker() -> None:
         for i in counter:
-            await publisher.publish("bench-throughput", "message", {"i": i})
+            await publisher.publish(stream, "message", {"i": i})
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     workers = asyncio.gather(*(worker() for _ in range(concurrency)))
-    for _ in range(n):
-        await sub.get()
+    received = []
+    try:
+        while len(received) < n:
+            received.append(await sub.get(timeout=10))
+    except TimeoutError:
+        pass  # some never came: counted as lost below
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     await workers
     sub.close()
+    if check is not None:
+        distinct = {e.data["i"] for e in received}
+        ids = [e.seq for e in received]
+        check += [n - len(distinct), len(received) - len(distinct), sum(b <= a for a, b in itertools.pairwise(ids)),
+                  cpu / n * 1e6]
     return n / elapsed
 
 
@@ -75,20 +95,22 @@ async def _run(name: str, url: str, n: int, concurrency: int, two_nodes: bool) -
         await subscriber.open()
     try:
         await _latency(publisher, subscriber, 100)  # warm-up: connections, scripts
-        rate = await throughput(publisher, subscriber, n, concurrency)
+        check: list[int] = []
+        rate = await throughput(publisher, subscriber, n, concurrency, check)
         samples = sorted(await _latency(publisher, subscriber, min(n, 2000)))
     finally:
         if subscriber is not publisher:
             await subscriber.close()
         await publisher.close()
     p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
-    return Result(name, rate, statistics.median(samples), p99)
+    return Result(name, rate, statistics.median(samples), p99, *check)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000, help="events per throughput run")
     parser.add_argument("--concurrency", type=int, default=32, help="publishes in flight in the throughput run")
+    parser.add_argument("--json", metavar="PATH", help="write the headline figures there (bench/figures.py)")
     args = parser.parse_args()
 
     with ExitStack() as stack:
@@ -109,10 +131,29 @@ def main() -> None:
         ]
 
     print(f"\nn={args.n}, concurrency={args.concurrency}; latency from sequential publishes\n")
-    print("| broker | events/s | p50 publish->receive (ms) | p99 publish->receive (ms) |")
-    print("|---|---:|---:|---:|")
+    print("| broker | events/s | CPU us/event | p50 publish->receive (ms) | p99 publish->receive (ms) "
+          "| lost / dup / out of order |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r.name} | {r.events_per_s:,.0f} | {r.p50_ms:.3f} | {r.p99_ms:.3f} |")
+        print(f"| {r.name} | {r.events_per_s:,.0f} | {r.cpu_us:.1f} | {r.p50_ms:.3f} | {r.p99_ms:.3f} | "
+              f"{r.lost} / {r.duplicated} / {r.out_of_order} |")
+    write_figures(args.json, "broker", _figures(results[1], results[0], args))
+
+
+def _figures(redis: Result, memory: Result, args: argparse.Namespace) -> list[Figure]:
+    bad = redis.lost + redis.duplicated + redis.out_of_order
+    return [
+        Figure(f"broker events/s node to node, Redis ({args.concurrency} publishers, 1 stream)",
+               round(redis.events_per_s), "ev/s", ">= 40,000", redis.events_per_s >= 40_000,
+               round(memory.events_per_s), "memory broker, 1 node, same run"),
+        Figure("broker CPU per event, Redis, both nodes (bench process)", round(redis.cpu_us, 1), "us",
+               bare=round(memory.cpu_us, 1), baseline="memory broker, same run"),
+        Figure("broker publish -> receive p50, Redis, one event in flight", round(redis.p50_ms, 3), "ms",
+               bare=round(memory.p50_ms, 3), baseline="memory broker, same run"),
+        Figure("broker publish -> receive p99, Redis, one event in flight", round(redis.p99_ms, 3), "ms",
+               bare=round(memory.p99_ms, 3), baseline="memory broker, same run"),
+        Figure("broker events lost + duplicated + out of order, Redis", bad, "count", "0", bad == 0),
+    ]
 
 
 if __name__ == "__main__":

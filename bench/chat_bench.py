@@ -1,19 +1,23 @@
 """Web chat SSE by hand: `.venv/bin/python -m bench.chat_bench [--quick]`.
 
-Side by side in one run, each server in its own process (fresh for every phase), driven from this
-process over 127.0.0.1 by a raw asyncio SSE client (one Protocol per connection, no per-connection
-coroutine, so 10k streams fit in one client process):
+Side by side in one run, each server in its own process (fresh for every phase), driven over
+127.0.0.1 by a raw asyncio SSE client (one Protocol per connection, no per-connection coroutine).
+The RSS phase opens its streams from holder processes (`--hold`, at most HOLDER_STREAMS each), so
+that neither the client nor a server needs more than the open-file limit (20,000 here) allows:
 - gateway: bench/gateway_node.py = run.py's app (SQLite store, memory broker, demo faq agent) plus a
   bench-only POST /bench/publish/{conversation_id} that publishes through the gateway's broker;
 - bare: bench/bare_sse_server.py, streams in a dict and a POST that writes to one of them.
 
-1. RSS per open stream at 1k / 5k / 10k streams: (VmRSS - VmRSS before opening) / streams; the
-   gateway's sessions are created before the baseline is taken.
+1. RSS per open stream at 1k / 5k / 10k / 19.5k streams: (VmRSS - VmRSS before opening) / streams;
+   the gateway's sessions are created before the baseline is taken.
 2. Unicast `delta` events/s to 500 streams and publish -> receive p50/p99: `--workers` closed-loop
    publishers, each POSTing `--batch` events to the next stream round-robin; every event carries
    time.time_ns() from the moment it was published.
-3. POST message -> first `delta` p50/p99 with 100 concurrent sessions on the demo faq agent.
-Prints a markdown table with the ratios against the targets.
+3. POST message -> first `delta` p50/p99 with 100 concurrent sessions on the demo faq agent, the
+   gateway's CPU per answered message, and its event-loop stalls >= 20 ms and GC pauses
+   (bench/gateway_node.py /bench/lag), to tell the gateway's own stalls from the machine's load.
+Prints a markdown table with the ratios against the targets; `--json PATH` writes the headline
+figures (bench/figures.py) for the summary table.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import random
 import resource
@@ -28,16 +33,23 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
+from bench.figures import Figure, write_figures
+
 ROOT = Path(__file__).resolve().parent.parent
 LIMITS = {"BUZZI_LIMITS_IP_PER_MINUTE": "1000000000", "BUZZI_LIMITS_SESSION_PER_MINUTE": "1000000000",
-          "BUZZI_LIMITS_COMPANY_PER_MINUTE": "1000000000"}
+          "BUZZI_LIMITS_COMPANY_PER_MINUTE": "1000000000", "BUZZI_LIMITS_SESSIONS_PER_IP_PER_MINUTE": "1000000000",
+          "BUZZI_LIMITS_SESSIONS_PER_COMPANY_PER_MINUTE": "1000000000",
+          # every bench stream comes from 127.0.0.1: lift the per-address stream cap
+          "BUZZI_CHAT_MAX_STREAMS_PER_ADDRESS": "1000000"}
 QUESTION = "What are your opening hours?"
+HOLDER_STREAMS = 10_000  # streams one holder process keeps open: well inside its open-file limit
+SERVER_FD_MARGIN = 300  # a server's own files besides its streams: listener, store, pipes, HTTP clients
 
 
 def free_port() -> int:
@@ -138,6 +150,55 @@ async def open_streams(port: int, paths: list[str], on_event: Callable[[SseClien
     return list(await asyncio.gather(*(one(p) for p in paths)))
 
 
+async def hold_main(port: int) -> None:
+    """`--hold PORT`: open the stream paths read from stdin (one a line, up to an empty line), print
+    "held N", keep them open until stdin closes."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    paths = []
+    while (line := (await reader.readline()).strip()):
+        paths.append(line.decode())
+    clients = await open_streams(port, paths, ignore)
+    print(f"held {len(clients)}", flush=True)
+    while await reader.read(4096):
+        pass
+    for c in clients:
+        c.close()
+
+
+@contextlib.asynccontextmanager
+async def holders() -> AsyncIterator[Callable[[int, list[str]], Awaitable[None]]]:
+    """Opens streams from child processes (each at most HOLDER_STREAMS); all close on exit."""
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def hold(port: int, paths: list[str]) -> None:
+        for i in range(0, len(paths), HOLDER_STREAMS):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.chat_bench", "--hold", str(port), cwd=ROOT,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            procs.append(proc)
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(("\n".join(paths[i:i + HOLDER_STREAMS]) + "\n\n").encode())
+            await proc.stdin.drain()
+            line = (await asyncio.wait_for(proc.stdout.readline(), 600)).decode()
+            if not line.startswith("held "):
+                raise RuntimeError(f"stream holder failed (exit {await proc.wait()})")
+
+    try:
+        yield hold
+    finally:
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.close()
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
 # ---------------------------------------------------------------- the servers
 
 
@@ -228,24 +289,25 @@ async def create_sessions(http: aiohttp.ClientSession, srv: Server, n: int, conc
 
 
 async def memory_phase(name: str, tmp: Path, levels: list[int], args: argparse.Namespace) -> dict[int, float]:
-    async with server(name, tmp, args.log_level) as srv, aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=64)) as http:
-        await create_sessions(http, srv, max(levels) + 50)
+    async with server(name, tmp, args.log_level) as srv, holders() as hold:
+        # The session-creating connections close before the streams open: the server's files are
+        # its streams (and SERVER_FD_MARGIN), nothing else.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
+            await create_sessions(http, srv, max(levels) + 50)
         warm = await open_streams(srv.port, [srv.stream_path(max(levels) + i) for i in range(50)], ignore)
         for c in warm:
             c.close()
         await asyncio.sleep(2)
         base = rss_kib(srv.pid)
-        clients: list[SseClient] = []
+        opened = 0
         result: dict[int, float] = {}
         for level in levels:
-            clients += await open_streams(srv.port, [srv.stream_path(i) for i in range(len(clients), level)], ignore)
+            await hold(srv.port, [srv.stream_path(i) for i in range(opened, level)])
+            opened = level
             await asyncio.sleep(2)  # let the gateway's presence task publish the new session list
             result[level] = (rss_kib(srv.pid) - base) / level
             print(f"  {name}: {level} streams, RSS {rss_kib(srv.pid) / 1024:.1f} MiB "
                   f"(+{result[level]:.1f} KiB/stream)", flush=True)
-        for c in clients:
-            c.close()
         return result
 
 
@@ -377,9 +439,17 @@ async def first_delta_phase(tmp: Path, args: argparse.Namespace, sessions: int, 
                     errors[0] += 1
                 client.close()
 
+        cpu0 = cpu_seconds(srv.pid)
+        async with http.post(f"http://127.0.0.1:{srv.port}/bench/lag") as resp:
+            await resp.read()
         await asyncio.gather(*(user(i) for i in range(sessions)))
+        async with http.get(f"http://127.0.0.1:{srv.port}/bench/lag") as resp:
+            print(f"  gateway event loop stalls >= 20 ms (late ms, CPU ms): {await resp.text()}", flush=True)
+        # The steadier figure on a shared machine: the gateway's CPU per answered message (the
+        # latency percentiles swing with the other jobs' load).
+        cpu_ms = (cpu_seconds(srv.pid) - cpu0) / max(len(first), 1) * 1000
         return {"p50": pct(first, 0.5), "p99": pct(first, 0.99), "n": len(first), "errors": errors[0],
-                "accepted_p50": pct(accepted, 0.5), "accepted_p99": pct(accepted, 0.99)}
+                "accepted_p50": pct(accepted, 0.5), "accepted_p99": pct(accepted, 0.99), "cpu_ms": cpu_ms}
 
 
 # ---------------------------------------------------------------- report
@@ -413,16 +483,49 @@ def report(args: argparse.Namespace, mem: dict[str, dict[int, float]], tput: dic
     print(f"| POST message -> first delta p50 (ms), {args.sessions} sessions | {fd['p50']:.1f} | n/a | | - | - |")
     print(f"| POST message -> first delta p99 (ms), {args.sessions} sessions | {fd['p99']:.1f} | n/a | | < 50 ms | "
           f"{ok(fd['p99'] < 50)} |")
+    print(f"| gateway CPU per answered message (ms), {args.sessions} sessions | {fd['cpu_ms']:.2f} | n/a | | - | - |")
     print(f"\nSaturation: {args.workers} closed-loop publishers x {args.batch} events per POST for "
           f"{args.seconds:.0f} s; latency: paced at {args.rate:.0f} events/s in POSTs of {args.paced_batch}; "
           f"first delta: {fd['n']:.0f} samples ({args.rounds} messages per session, think 0-{2 * args.think:g} s, "
           f"{fd['errors']:.0f} timed out). Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.")
 
 
+def figures(args: argparse.Namespace, mem: dict[str, dict[int, float]], tput: dict[str, dict[str, float]],
+            fd: dict[str, float]) -> list[Figure]:
+    """The headline figures for the summary table (issue 12 part 3): RSS per stream at the top
+    level, first delta at --sessions sessions, unicast events/s; each beside the bare server."""
+    def num(value: float) -> float | None:
+        return None if math.isnan(value) else round(value, 2)
+
+    def ratio(gateway: float, bare: float) -> float | None:
+        return None if math.isnan(gateway) or math.isnan(bare) or not bare else round(gateway / bare, 3)
+
+    top = max(mem["gateway"])
+    rss, rss_bare = mem["gateway"][top], mem["bare"][top]
+    rss_ratio = ratio(rss, rss_bare)
+    g, b = tput["gateway"], tput["bare"]
+    eps_ratio = ratio(g["eps"], b["eps"])
+    p99 = num(fd["p99"])
+    run = "quick" if args.quick else "full"
+    return [
+        Figure(f"chat: RSS per open stream @ {top} streams, one process", num(rss), "KiB", "<= 1.3x bare",
+               None if rss_ratio is None else rss_ratio <= 1.3, num(rss_bare), "bare Tornado SSE server",
+               f"{rss_ratio}x bare" if rss_ratio is not None else "phase not run"),
+        Figure(f"chat: POST message -> first delta p99, {args.sessions} sessions ({run} run)", p99, "ms",
+               "< 50 ms", None if p99 is None else p99 < 50, None, "",
+               f"p50 {num(fd['p50'])} ms, {fd['n']:.0f} samples, {fd['errors']:.0f} timed out, "
+               f"gateway CPU {num(fd['cpu_ms'])} ms per message"),
+        Figure(f"chat: unicast delta events/s, {args.streams} streams (saturated)", num(g["eps"]), "ev/s",
+               ">= 0.8x bare", None if eps_ratio is None else eps_ratio >= 0.8, num(b["eps"]),
+               "bare Tornado SSE server",
+               f"{eps_ratio}x bare; CPU/event {num(g['cpu_us'])} vs {num(b['cpu_us'])} us"),
+    ]
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in well under a minute")
-    parser.add_argument("--levels", default="1000,5000,10000", help="open-stream counts for the RSS phase")
+    parser.add_argument("--levels", default="1000,5000,10000,19500", help="open-stream counts for the RSS phase")
     parser.add_argument("--streams", type=int, default=500, help="streams in the throughput phase")
     parser.add_argument("--workers", type=int, default=8, help="concurrent publishers (saturation)")
     parser.add_argument("--batch", type=int, default=50, help="events per publish POST (saturation)")
@@ -435,20 +538,26 @@ async def main() -> None:
                         help="mean pause (s) between a complete and the next message")
     parser.add_argument("--phases", default="rss,throughput,first-delta", help="comma-separated subset to run")
     parser.add_argument("--log-level", default="warning", help="gateway log level (info logs every request)")
+    parser.add_argument("--json", metavar="PATH", help="write the headline figures there (bench/figures.py)")
+    parser.add_argument("--hold", type=int, metavar="PORT", help=argparse.SUPPRESS)  # a stream holder child
     args = parser.parse_args()
+    if args.hold:
+        raise_nofile()
+        await hold_main(args.hold)
+        return
     levels = [int(x) for x in args.levels.split(",")]
     if args.quick:
         levels, args.seconds, args.rounds = [200, 1000], 3.0, 2
     hard = raise_nofile()
-    if max(levels) + 100 > hard:
-        sys.exit(f"RLIMIT_NOFILE hard limit {hard} is too low for {max(levels)} streams")
+    if max(levels) + SERVER_FD_MARGIN > hard:
+        sys.exit(f"RLIMIT_NOFILE hard limit {hard} is too low for {max(levels)} streams in one server")
 
     phases = set(args.phases.split(","))
     nan = {level: float("nan") for level in levels}
     mem: dict[str, dict[int, float]] = {"gateway": nan, "bare": nan}
     tput: dict[str, dict[str, float]] = {s: dict.fromkeys(("eps", "cpu_us", "p50", "p99", "lost"), float("nan"))
                                          for s in ("gateway", "bare")}
-    fd = dict.fromkeys(("p50", "p99", "n", "errors", "accepted_p50", "accepted_p99"), float("nan"))
+    fd = dict.fromkeys(("p50", "p99", "n", "errors", "accepted_p50", "accepted_p99", "cpu_ms"), float("nan"))
     alone = dict(fd)
     with tempfile.TemporaryDirectory(prefix="buzzi-chat-bench-") as name:
         tmp = Path(name)
@@ -467,6 +576,7 @@ async def main() -> None:
             fd = await first_delta_phase(tmp, args, args.sessions, args.rounds)
             print(f"  {fd}", flush=True)
     report(args, mem, tput, fd, alone)
+    write_figures(args.json, "chat", figures(args, mem, tput, fd))
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -15,8 +15,10 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import resource
 import signal
+import sys
 import time
 import tracemalloc
 
@@ -59,13 +61,56 @@ class TracemallocHandler(BaseHandler):
         self.finish(json.dumps({"total_kib": round(sum(s.size_diff for s in stats) / 1024, 1), "top": top}))
 
 
+class LoopLag:
+    """Event loop stalls, to tell a first-delta outlier's cause: a 10 ms ticker records how late it
+    woke (wall) and the CPU this process used meanwhile (low CPU in a long stall = descheduled by
+    the OS or waiting for the GIL; high = our own work, e.g. a garbage collection)."""
+
+    stalls: list[tuple[float, float]] = []  # (late ms, process CPU ms) of wake-ups >= 20 ms late
+    gc_ms: list[float] = []
+    task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def run(cls) -> None:
+        started: list[float] = []
+
+        def timed(phase: str, _: dict[str, int]) -> None:
+            if phase == "start":
+                started.append(time.perf_counter())
+            elif started:
+                cls.gc_ms.append((time.perf_counter() - started.pop()) * 1000)
+
+        gc.callbacks.append(timed)
+        while True:
+            wall, cpu = time.perf_counter(), time.process_time()
+            await asyncio.sleep(0.01)
+            late = (time.perf_counter() - wall - 0.01) * 1000
+            if late >= 20:
+                cls.stalls.append((round(late, 1), round((time.process_time() - cpu) * 1000, 1)))
+
+
+class LagHandler(BaseHandler):
+    def get(self) -> None:
+        worst = sorted(LoopLag.stalls, reverse=True)[:10]
+        self.finish(json.dumps({"stalls": len(LoopLag.stalls), "worst": worst,
+                                "gc_max_ms": round(max(LoopLag.gc_ms, default=0), 1),
+                                "gc_runs": len(LoopLag.gc_ms)}))
+
+    def post(self) -> None:  # start counting afresh
+        LoopLag.stalls.clear()
+        LoopLag.gc_ms.clear()
+        self.finish()
+
+
 async def serve(port: int) -> None:
     settings = load_settings(overrides={"server": {"port": port}})
     logs.configure(settings.server.log_format, settings.server.log_level)
     gateway = Gateway(settings)
     await gateway.start()
     app = make_app(gateway, extra_routes=[(r"/bench/publish/([^/]+)", PublishHandler),
-                                          (r"/bench/tracemalloc", TracemallocHandler)])
+                                          (r"/bench/tracemalloc", TracemallocHandler),
+                                          (r"/bench/lag", LagHandler)])
+    LoopLag.task = asyncio.create_task(LoopLag.run())  # kept referenced: lives as long as the node
     # The server run.py builds, plus a deep accept backlog (the bare server gets the same).
     server = make_server(app, settings)
     server.listen(port, settings.server.host, backlog=4096)
@@ -87,6 +132,8 @@ def main() -> None:
     args = parser.parse_args()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if os.environ.get("BENCH_SWITCH_INTERVAL"):  # measuring the GIL hand-off between loop and store thread
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     asyncio.run(serve(args.port))
 
 

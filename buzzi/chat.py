@@ -21,7 +21,7 @@ from buzzi.config import Settings
 from buzzi.crypto import sha256_hex
 from buzzi.errors import ServiceError
 from buzzi.ids import new_id, new_session_id
-from buzzi.models import PENDING, WEB_CHANNEL, Agent, Company, Conversation, Message
+from buzzi.models import PENDING, PROCESSING, WEB_CHANNEL, Agent, Company, Conversation, Message
 from buzzi.ratelimit import RateLimiter
 from buzzi.store.base import DuplicateKey, Store
 
@@ -174,8 +174,12 @@ class ChatService:
             clean.append({k: str(item[k])[:2000] for k in ("url", "mime_type", "name") if item.get(k) is not None})
         return content, clean
 
-    async def post_message(self, session: ChatSession, body: dict[str, Any], ip: str) -> Message:
-        """Validate, rate-limit, store, count and queue a user message; it is answered by the inbox."""
+    async def post_message(self, session: ChatSession, body: dict[str, Any], ip: str,
+                           claim: tuple[str, float] | None = None) -> Message:
+        """Validate, rate-limit, store, count and queue a user message; it is answered by the inbox.
+        With `claim` (owner, lease_until) it is stored already claimed by that node, which answers
+        it at once (no claim round trip, no wake-up); should that node die, the lease expires and
+        any node claims it, as any claimed message."""
         content, attachments = self.validate_message(body)
         await self.limiter.check_chat(session.company_id, session.key, ip)
         if not session.stored:
@@ -184,8 +188,12 @@ class ChatService:
             id=new_id("message"), conversation_id=session.conversation_id, company_id=session.company_id,
             agent_id=session.agent_id, role="user", content=content, attachments=attachments, state=PENDING,
         )
+        if claim is not None:
+            owner, lease_until = claim
+            message = replace(message, state=PROCESSING, lease_owner=owner, lease_until=lease_until, attempts=1)
         await self.store.add_user_message(message)
-        await wake_inboxes(self.broker)
+        if claim is None:
+            await wake_inboxes(self.broker)
         return message
 
     async def history(self, session: ChatSession) -> History:

@@ -41,6 +41,7 @@ class ServerSettings:
     max_body_bytes: int
     body_timeout_seconds: float
     idle_timeout_seconds: float
+    processes: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +113,7 @@ class InboxSettings:
     concurrency: int
     max_attempts: int
     retry_base_seconds: float
+    processes: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,9 +298,12 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
 
 # Numbers that may be 0 or have their own range; every other number must be greater than 0, so a
 # new numeric setting is checked without being listed here.
+MAX_PROCESSES = 64
 _NUMBER_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "server.port": (lambda v: 1 <= v <= 65535, "a port between 1 and 65535"),
     "server.shutdown_grace_seconds": (lambda v: v >= 0, "0 or more"),
+    "server.processes": (lambda v: 1 <= v <= MAX_PROCESSES, f"1 to {MAX_PROCESSES} web processes"),
+    "inbox.processes": (lambda v: 0 <= v <= MAX_PROCESSES, f"0 to {MAX_PROCESSES} answer processes"),
 }
 _POSITIVE: tuple[Callable[[float], bool], str] = (lambda v: v > 0, "a number greater than 0")
 
@@ -312,6 +317,7 @@ def _validate(s: Settings) -> None:
     _validate_server(s)
     _validate_urls(s)
     _validate_numbers(s)
+    _validate_processes(s)
     if s.security.secret_key:
         _require(len(s.security.secret_key) >= 16, "security.secret_key", "at least 16 characters", "<redacted>")
 
@@ -348,6 +354,19 @@ def _validate_urls(s: Settings) -> None:
         if f.name.endswith(("_api_base", "_url")):
             value = getattr(s.channels, f.name)
             _require(_is_http_url(value), f"channels.{f.name}", "an http(s):// URL", value)
+
+
+def _validate_processes(s: Settings) -> None:
+    """Several processes share the work only through the broker (stream events, wake-ups, presence,
+    rate limits): the in-process memory broker would split the node into islands that never hear
+    each other."""
+    total = s.server.processes + s.inbox.processes
+    if total > 1 and urlparse(s.broker.url).scheme not in ("redis", "rediss"):
+        raise ConfigError(
+            f"server.processes={s.server.processes} and inbox.processes={s.inbox.processes} run {total} "
+            f"processes, which need a Redis broker (broker.url = redis://host:port/db, BUZZI_BROKER_URL); "
+            f"got {s.broker.url!r}"
+        )
 
 
 def _validate_numbers(s: Settings) -> None:

@@ -9,8 +9,12 @@ hostile load")."""
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 # RFC 9110 §9 methods plus PATCH; Tornado answers any other token with 405.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
@@ -69,11 +73,26 @@ class Metrics:
             ["channel", "reason"], registry=r,
         )
         self._drop_reasons: set[str] = set()
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
+        self.delivery_log_dropped = Counter(
+            "buzzi_delivery_log_dropped_total",
+            "Delivery-log entries dropped unwritten because the store fell behind a flood", registry=r,
+        )
         # Platform receipts of our sends (buzzi/receipts.py); status from RECEIPT_STATUSES, else "other".
         self.delivery_receipts = Counter(
             "buzzi_delivery_receipts_total", "Delivery receipts of our sends by channel and status",
             ["channel", "status"], registry=r,
         )
+
+    def labelled(self, metric: M, *values: str) -> M:
+        """`metric.labels(*values)`, remembered: labels() takes a lock and builds its key on every
+        call, several times per request. Label values come from bounded sets (see above), so does
+        this memory."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child  # type: ignore[return-value]
 
     def count_drops(self, channel: str, drops: dict[str, int]) -> None:
         """Count the events of one delivery that were not answered (channel already a label value)."""
@@ -83,7 +102,7 @@ class Metrics:
                 if len(self._drop_reasons) >= DROP_REASONS_MAX:
                     label = "other"
                 self._drop_reasons.add(label)
-            self.webhook_drops.labels(channel, label).inc(count)
+            self.labelled(self.webhook_drops, channel, label).inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

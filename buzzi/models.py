@@ -7,6 +7,7 @@ renders camelCase (docs/contract.md).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -21,17 +22,56 @@ AGENT_KINDS = ("faq", "openai", "http")
 ROLES = ("owner", "company_admin")
 
 
+@functools.cache
+def field_names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names in order, looked up once per class (dataclasses.fields builds its
+    answer on every call, and the webhook path asks per object)."""
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+@functools.cache
+def _name_set(cls: type) -> frozenset[str]:
+    return frozenset(field_names(cls))
+
+
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
+
+
+def _copied(value: Any) -> Any:
+    """`value` copied as dataclasses.asdict copies a field: containers anew at every depth, nested
+    dataclasses as dicts. The JSON-shaped values documents hold take the short ways."""
+    kind = type(value)
+    if kind in _ATOMIC:
+        return value
+    if kind is dict:
+        return {key if type(key) is str else _copied(key): _copied(item) for key, item in value.items()}
+    if kind is list:
+        return [_copied(item) for item in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {name: _copied(getattr(value, name)) for name in field_names(type(value))}
+    return dataclasses.asdict(_Holder(value))["value"]  # anything else exactly as asdict does it
+
+
+@dataclass
+class _Holder:
+    value: Any
+
+
 class Document:
     """Mixin: dataclass <-> store document, ignoring unknown keys so old rows survive new code."""
 
     collection: ClassVar[str]
 
     def to_doc(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        """The same as dataclasses.asdict(self) (a copy at every depth, so a caller may change it),
+        in a fraction of its time: asdict deep-copies every value through generic machinery."""
+        return {name: _copied(getattr(self, name)) for name in field_names(type(self))}
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Self:
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        names = _name_set(cls)
+        if names.issuperset(doc):  # the usual document: no keys of fields since removed
+            return cls(**doc)
         return cls(**{k: v for k, v in doc.items() if k in names})
 
     @classmethod

@@ -136,14 +136,16 @@ def channel_settings(adapter: type[ChannelAdapter]) -> Schema:
         node = schema
         for key in parents:
             node = node["properties"].setdefault(key, obj({}, closed=True))
-        node["properties"][leaf] = {"type": "string", "minLength": 1}
+        node["properties"][leaf] = ({"type": "integer", "minimum": 1} if setting.kind == "integer"
+                                    else {"type": "string", "minLength": 1})
     return {**schema, "type": ["object", "null"]}
 
 
 SETTINGS_DESCRIPTION = ("Non-secret webhook settings, checked by the channel (docs/contract.md §4): WhatsApp "
                         "{\"reengagementTemplate\": {\"name\", \"language\"}}, the approved template sent "
-                        "after the 24-hour window; other channels take none. A bad value is a 400 naming "
-                        "settings.<field>.")
+                        "after the 24-hour window, and {\"throughput\": 1..1000}, the number's messages per "
+                        "second (default 80) that replies are paced by; other channels take none. A bad "
+                        "value is a 400 naming settings.<field>.")
 
 
 def _webhook_input(*, create: bool) -> Schema:

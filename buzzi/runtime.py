@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import os
 import secrets
+from dataclasses import dataclass
 
 from buzzi.admin import AdminServices
 from buzzi.admin.agents import AgentService
@@ -48,6 +49,61 @@ log = logging.getLogger("buzzi.runtime")
 
 DRAIN_TIMEOUT_SECONDS = 5.0  # how long drain() waits for open streams to end their responses
 
+# What one process of a node does (server.processes / inbox.processes, buzzi/processes.py):
+ROLE_ALL = "all"        # the single-process default: serve every route and answer
+ROLE_WEB = "web"        # serve every route, store and acknowledge; answer processes answer
+ROLE_ANSWER = "answer"  # no HTTP: claim stored messages and answer them
+ROLES = (ROLE_ALL, ROLE_WEB, ROLE_ANSWER)
+
+
+class NoAnswers:
+    """The inbox of a web process when answer processes exist: it claims nothing. Stored work
+    reaches the answer processes through the broker's wake-up (wake_inboxes), which the chat and
+    webhook services send after every commit anyway."""
+
+    def start(self) -> None:
+        pass
+
+    async def reserve(self) -> None:
+        """No answer slot here: a chat message is stored pending for the answer processes."""
+        return None
+
+    def take(self, message_id: str) -> None:
+        pass
+
+    async def stop(self, grace: float) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Bootstrapped:
+    generated_admin_password: str | None
+    demo: tuple[str, str] | None
+
+
+async def bootstrap(settings: Settings) -> Bootstrapped:
+    """First-start work done once by the supervisor before it starts a node's processes: the secret
+    key file, the store schema, the owner account and the demo, so the processes do not race for
+    them and the one banner can show the generated password. Also proves the broker is reachable
+    (StoreUnavailable / BrokerUnavailable otherwise), as a single process does at start."""
+    box = SecretBox(resolve_secret_key(settings))
+    store = open_store(settings.store.url, box, timeout=settings.store.timeout_seconds,
+                       database=settings.store.mongodb_database)
+    broker = open_broker(settings.broker.url, settings.broker, f"{settings.node_id}-supervisor")
+    await store.open()
+    try:
+        await broker.open()
+        await broker.close()
+        security = settings.security
+        password = await ensure_owner(store, security.admin_email, security.admin_password)
+        demo = None
+        if settings.chat.create_demo:
+            company, agent = await ensure_demo(store)
+            demo = (company.id, agent.id)
+        return Bootstrapped(password, demo)
+    finally:
+        await store.close()
+
 
 def resolve_secret_key(settings: Settings) -> str:
     """BUZZI_SECRET_KEY, else a key generated once into data_dir (mode 0600) and reused."""
@@ -66,8 +122,11 @@ def resolve_secret_key(settings: Settings) -> str:
 
 
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, role: str = ROLE_ALL) -> None:
+        if role not in ROLES:
+            raise ValueError(f"unknown process role {role!r}")
         self.settings = settings
+        self.role = role
         self.node_id = settings.node_id
         self.draining = False
         self.trusted_proxies = [ipaddress.ip_network(c, strict=False) for c in settings.server.trusted_proxies]
@@ -86,6 +145,8 @@ class Gateway:
         self.channels = ChannelRegistry(
             settings.channels, replay_window_seconds=settings.webhooks.replay_window_seconds,
             net_policy=self.net_policy,
+            # A number's throughput is per number: the processes that answer split it (pacing.py).
+            pacing_share=settings.inbox.processes or settings.server.processes,
         )
         self.limiter = RateLimiter(self.broker, settings.limits, self.metrics)
         self.streams = StreamHub(self.broker, self.broker, settings, self.node_id, self.metrics)
@@ -96,11 +157,15 @@ class Gateway:
             self.store, self.broker, self.agents, self.delivery, self.conversations, settings, self.metrics,
             self.node_id,
         )
-        self.inbox = InboxWorker(self.store, self.broker, self.processor, settings.inbox, self.node_id)
+        self.inbox: InboxWorker | NoAnswers = (
+            NoAnswers() if role == ROLE_WEB else
+            InboxWorker(self.store, self.broker, self.processor, settings.inbox, self.node_id)
+        )
         self.receipts = ReceiptBook(self.store, self.delivery, self.metrics)
         self.webhooks = WebhookIntake(
             self.store, self.broker, self.channels, self.limiter, settings.webhooks, self.metrics,
-            MediaFetcher(self.store, self.channels, settings.channels), DeliveryLog(self.store, settings.webhooks),
+            MediaFetcher(self.store, self.channels, settings.channels),
+            DeliveryLog(self.store, settings.webhooks, self.metrics),
             self.receipts,
         )
         self.admin = self._admin_services()
@@ -126,14 +191,16 @@ class Gateway:
     async def start(self) -> None:
         await self.store.open()
         await self.broker.open()
-        security = self.settings.security
-        self.generated_admin_password = await ensure_owner(self.store, security.admin_email, security.admin_password)
-        if self.settings.chat.create_demo:
-            company, agent = await ensure_demo(self.store)
-            self.demo = (company.id, agent.id)
-        await self.streams.start()
+        if self.role != ROLE_ANSWER:  # an answer process serves no page and holds no stream
+            security = self.settings.security
+            self.generated_admin_password = await ensure_owner(
+                self.store, security.admin_email, security.admin_password)
+            if self.settings.chat.create_demo:
+                company, agent = await ensure_demo(self.store)
+                self.demo = (company.id, agent.id)
+            await self.streams.start()  # presence: only processes holding streams are nodes on the dashboard
         self.inbox.start()
-        log.info("node %s started (store %s, broker %s)", self.node_id,
+        log.info("node %s started as %s (store %s, broker %s)", self.node_id, self.role,
                  self.settings.store.url.split("://")[0], self.settings.broker.url.split("://")[0])
 
     async def readiness(self) -> dict[str, str]:

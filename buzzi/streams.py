@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +31,8 @@ from buzzi.metrics import Metrics
 log = logging.getLogger("buzzi.streams")
 
 HEARTBEAT = None  # what `events()` yields when a heartbeat comment is due
+
+PRESENCE_SLICE = 500  # streams listed per loop iteration when publishing presence
 
 RESYNC_MESSAGE = "Some earlier events are no longer available; reload the conversation."
 
@@ -90,11 +93,16 @@ class LiveStream:
     # Events ready to go right after the one just yielded: the writer flushes only when this is 0,
     # so a burst already queued goes out in one write (no added latency: nothing is waited for).
     queued: int = 0
+    last_seq: int = 0  # the id of the last event handed to the client's writer
+
+    _since: str | None = field(default=None, init=False, repr=False)
 
     def info(self, node_id: str) -> dict[str, Any]:
+        if self._since is None:  # formatted once: a node lists every stream every few seconds
+            self._since = clock.iso(self.connected_at)
         return {
             "nodeId": node_id, "conversationId": self.conversation_id, "companyId": self.company_id,
-            "agentId": self.agent_id, "connectedSince": clock.iso(self.connected_at),
+            "agentId": self.agent_id, "connectedSince": self._since,
             "lastEventId": self.last_event_id, "eventsSent": self.events_sent,
         }
 
@@ -163,26 +171,36 @@ class StreamHub:
         self.metrics.sse_streams.set(len(self.live))
         self._dirty.set()
 
-    async def events(self, live: LiveStream, last_event_id: str | None) -> AsyncIterator[StreamEvent | None]:
+    async def events(self, live: LiveStream, last_event_id: str | None,
+                     write_now: Callable[[StreamEvent], bool] | None = None) -> AsyncIterator[StreamEvent | None]:
         """Events for one client: replayed after last_event_id, then live; ends after a terminal
         event, on drain, or when the client falls too far behind (it resumes by Last-Event-ID).
         A last_event_id that is not an event id counts as none. Yields HEARTBEAT (None) when nothing
-        happened for heartbeat_seconds."""
+        happened for heartbeat_seconds.
+
+        `write_now(event)`: the caller's writer, when it can send an event on the spot (False when
+        it cannot: its connection is backed up). While the caller waits for the next event and
+        the broker delivers the next one in order, that event goes straight to write_now from the
+        delivery (counted as sent) instead of waking the caller's task: a fan-out to thousands of
+        streams then costs no task switch per stream. Everything else (replays, a gap, a terminal
+        event, a burst, a writer that is backed up) is yielded as usual."""
         sub = self.stream_log.subscribe(live.stream, maxsize=self.settings.chat.stream_buffer_events)
         live.closed.on_set = sub.close
         try:
             if live.closed.is_set():
                 return
-            last_seq, batch = await self._resume(live, last_event_id)
+            live.last_seq, batch = await self._resume(live, last_event_id)
+            if write_now is not None:
+                sub.sink = functools.partial(self._write_now, live, write_now)
             while True:
                 for i, event in enumerate(batch):
-                    last_seq = event.seq
+                    live.last_seq = event.seq
                     live.queued = len(batch) - i - 1 + sub.pending()
                     yield event
                     if event.event in TERMINAL:
                         return
                 try:
-                    batch = await self._next_live(live, sub, last_seq)
+                    batch = await self._next_live(live, sub)
                 except TimeoutError:
                     batch = []  # nothing happened for heartbeat_seconds
                 except SubscriptionClosed:
@@ -193,8 +211,24 @@ class StreamHub:
                     live.queued = 0
                     yield HEARTBEAT
         finally:
+            sub.sink = None
             live.closed.on_set = None
             sub.close()
+
+    def _write_now(self, live: LiveStream, write_now: Callable[[StreamEvent], bool], event: StreamEvent) -> bool:
+        """The subscription's sink (see `events`): True when the event needs nothing more."""
+        if event.seq <= live.last_seq:
+            return True  # already sent: the replay and the live feed overlap
+        if event.event in TERMINAL or _missed(event, live.last_seq) or live.closed.is_set():
+            return False  # the stream's own task ends it, or replays the gap
+        try:
+            if not write_now(event):
+                return False
+        except Exception:  # noqa: BLE001 - the client went away: its task finds out and ends
+            return False
+        live.last_seq = event.seq
+        self.sent(live, event)
+        return True
 
     async def _resume(self, live: LiveStream, last_event_id: str | None) -> tuple[int, list[StreamEvent]]:
         """The id the client is at, and what the log holds for it beyond that."""
@@ -205,19 +239,18 @@ class StreamHub:
             return int(await self.stream_log.last_id(live.stream) or 0), []
         return resume_seq, await self._replay(live, resume_seq)
 
-    async def _next_live(self, live: LiveStream, sub: Subscription, last_seq: int) -> list[StreamEvent]:
+    async def _next_live(self, live: LiveStream, sub: Subscription) -> list[StreamEvent]:
         """The next live event the client needs, or the logged events up to it when some were missed.
         TimeoutError when a heartbeat is due; SubscriptionClosed when the stream ends."""
         while True:
-            async with asyncio.timeout(self.settings.chat.heartbeat_seconds):
-                event = await sub.get()
-            if event.seq <= last_seq:
+            event = await sub.get(self.settings.chat.heartbeat_seconds)
+            if event.seq <= live.last_seq:
                 continue  # already sent: the replay and the live feed overlap
-            if not _missed(event, last_seq):
+            if not _missed(event, live.last_seq):
                 return [event]
             log.warning("stream %s: live events were missed (a new log, or a broker outage); replaying the log",
                         live.conversation_id)
-            return await self._replay(live, last_seq) or [event]
+            return await self._replay(live, live.last_seq) or [event]
 
     async def _replay(self, live: LiveStream, after: int) -> list[StreamEvent]:
         """Logged events after id `after`; only the resync error when the log lost the next one."""
@@ -271,13 +304,24 @@ class StreamHub:
             try:
                 info = {"streams": len(self.live), "draining": self.draining, "startedAt": clock.iso(self.started_at)}
                 await self.presence.node_heartbeat(self.node_id, info, ttl)
-                await self.presence.set_sessions(self.node_id, [s.info(self.node_id) for s in self.live], ttl)
+                await self.presence.set_sessions(self.node_id, await self._session_list(), ttl)
             except Exception as exc:  # noqa: BLE001 - presence is best effort; the broker may be restarting
                 log.warning("presence update failed: %s", exc)
             self._dirty.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), timeout=period)
             await asyncio.sleep(0.2)  # coalesce bursts of connects/disconnects
+
+
+    async def _session_list(self) -> list[dict[str, Any]]:
+        """Every live stream's info, built in slices with the loop let go in between: with
+        thousands of streams one pass would hold up every event delivery for tens of ms."""
+        sessions: list[dict[str, Any]] = []
+        for i, live in enumerate(list(self.live)):
+            if i and i % PRESENCE_SLICE == 0:
+                await asyncio.sleep(0)
+            sessions.append(live.info(self.node_id))
+        return sessions
 
 
 def parse_event_id(value: str | None) -> int | None:

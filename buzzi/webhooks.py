@@ -14,12 +14,13 @@ drop is named in the delivery log's detail and counted in buzzi_webhook_drops_to
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ipaddress
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from buzzi import clock
 from buzzi.broker.base import BrokerUnavailable, WakeUps, wake_inboxes
@@ -41,7 +42,7 @@ from buzzi.ids import new_id
 from buzzi.logs import log_fields
 from buzzi.media import MediaFetcher
 from buzzi.metrics import Metrics, drop_reason
-from buzzi.models import PENDING, Agent, Company, Conversation, Message, Webhook
+from buzzi.models import PENDING, Agent, Company, Conversation, Message, Webhook, field_names
 from buzzi.ratelimit import RateLimited, RateLimiter
 from buzzi.receipts import ReceiptBook
 from buzzi.store.base import Store, StoreUnavailable
@@ -170,10 +171,10 @@ def _edit(inbound: InboundMessage) -> dict[str, Any]:
 
 def _valid_fields(record: Any) -> None:
     """Replace lone surrogates in every string, list and dict field of a dataclass instance."""
-    for f in dataclasses.fields(record):
-        value = getattr(record, f.name)
+    for name in field_names(type(record)):
+        value = getattr(record, name)
         if isinstance(value, str | dict | list):
-            setattr(record, f.name, valid_unicode(value))
+            setattr(record, name, valid_unicode(value))
 
 
 def _admitted(inbound: InboundMessage, max_attachments: int) -> InboundMessage:
@@ -184,10 +185,22 @@ def _admitted(inbound: InboundMessage, max_attachments: int) -> InboundMessage:
     if len(inbound.attachments) > max_attachments:
         inbound.attachments_dropped = len(inbound.attachments) - max_attachments
         del inbound.attachments[max_attachments:]
+    if _all_valid(inbound):
+        return inbound
     _valid_fields(inbound)  # its attachments list holds dataclasses, left alone by valid_unicode
     for attachment in inbound.attachments:
         _valid_fields(attachment)
     return inbound
+
+
+def _all_valid(inbound: InboundMessage) -> bool:
+    """Whether no string in the message (attachments and meta included) holds a lone surrogate or a
+    NUL: one orjson call in C proves it for nearly every message (orjson refuses lone surrogates
+    and writes NUL as an escape). Anything orjson refuses takes the field-by-field path."""
+    try:
+        return b"\\u0000" not in orjson.dumps(inbound)
+    except TypeError:  # orjson.JSONEncodeError: a lone surrogate, or a value orjson does not know
+        return False
 
 
 def _inbound_records(webhook: Webhook, inbound: InboundMessage) -> tuple[Conversation, Message]:
@@ -244,7 +257,7 @@ class WebhookIntake:
             result = _json(503, "error", {"error": "Unavailable"}, detail=str(exc))
         latency = (time.perf_counter() - started) * 1000
         channel_label = channel if channel in CHANNELS else "unknown"
-        self.metrics.webhooks.labels(channel_label, result.outcome).inc()
+        self.metrics.labelled(self.metrics.webhooks, channel_label, result.outcome).inc()
         self.metrics.count_drops(channel_label, result.drops)
         if webhook is not None:
             self.delivery_log.record(webhook, request, outcome=result.outcome, status=result.status,

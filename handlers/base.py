@@ -144,8 +144,8 @@ class BaseHandler(tornado.web.RequestHandler):
         status = self.get_status()
         elapsed = self.request.request_time()
         metrics = self.gateway.metrics
-        metrics.http_requests.labels(route, method_label(self.request.method), str(status)).inc()
-        metrics.http_latency.labels(route).observe(elapsed)
+        metrics.labelled(metrics.http_requests, route, method_label(self.request.method), str(status)).inc()
+        metrics.labelled(metrics.http_latency, route).observe(elapsed)
 
 
 def service_error(write_error_kwargs: dict[str, Any]) -> ServiceError | None:

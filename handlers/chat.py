@@ -51,8 +51,21 @@ class MessageHandler(ChatHandler):
     async def post(self, session_id: str) -> None:
         session = await self.gateway.chat.resolve(session_id)
         body = self.json_body()
-        message = await self.gateway.chat.post_message(session, body, self.client_ip)
-        self.gateway.inbox.take(message.id)  # answered on this node at once; the claim loop is the fallback
+        inbox = self.gateway.inbox
+        # A free answer slot here: the message is stored claimed by this node and answered at once.
+        # Without one, the claim loop (of any node) answers it.
+        reservation = await inbox.reserve()
+        try:
+            message = await self.gateway.chat.post_message(
+                session, body, self.client_ip, claim=reservation.claim() if reservation else None)
+        except BaseException:
+            if reservation:
+                reservation.cancel()
+            raise
+        if reservation:
+            reservation.answer(message)
+        else:
+            inbox.take(message.id)  # the claim loop is the fallback
         self.write_json({"messageId": message.id, "status": "processing"}, 202)
 
 
@@ -82,7 +95,7 @@ class StreamHandler(ChatHandler):
             sse.retry(self.gateway.settings.chat.retry_ms)
             await sse.flush()
             unflushed = 0
-            async for event in hub.events(live, last_event_id):
+            async for event in hub.events(live, last_event_id, write_now=sse.write_now):
                 if event is HEARTBEAT:
                     sse.heartbeat()
                 else:

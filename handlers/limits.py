@@ -110,6 +110,12 @@ class _GuardedRequest(httputil.HTTPMessageDelegate):
             return self._refuse_unread(self.conn.detach())
         if declared is not None:
             self.conn.set_max_body_size(self.limit)
+            if _buffered(self.conn.stream) >= declared:
+                # The whole body came with the headers (nearly every webhook): reading it cannot
+                # wait on the client, so Tornado's timer for it (a Task, a Future and a timer
+                # handle per request) would only be armed and cancelled. No handler streams its
+                # body (stream_request_body), so nothing else can be slow in that read.
+                self.conn.set_body_timeout(None)  # type: ignore[arg-type]
         # A chunked body keeps the transport maximum (make_server): Tornado would refuse a
         # declared chunk over the route's limit with a bare 400; data_received counts instead.
         return self.inner.headers_received(start_line, headers)
@@ -179,6 +185,12 @@ def answer_and_half_close(stream: IOStream, response: bytes) -> Future[None]:
     future = stream.write(response)
     future.add_done_callback(written)
     return future
+
+
+def _buffered(stream: IOStream) -> int:
+    """Bytes already read from the socket and not yet consumed; 0 when Tornado does not say."""
+    size = getattr(stream, "_read_buffer_size", 0)  # Tornado's own count (no public accessor)
+    return size if isinstance(size, int) else 0
 
 
 def _content_length(headers: httputil.HTTPHeaders) -> int | None:

@@ -4,6 +4,7 @@ bench/gateway_node.py all build it here, so every node has the same transport li
 from __future__ import annotations
 
 import tornado.httpserver
+import tornado.netutil
 import tornado.web
 
 from buzzi.config import Settings
@@ -44,6 +45,19 @@ def make_server(app: tornado.web.Application, settings: Settings) -> tornado.htt
         body_timeout=limits.timeout_seconds,
         idle_connection_timeout=settings.server.idle_timeout_seconds,
     )
+
+
+def listen(server: tornado.httpserver.HTTPServer, settings: Settings, *, shared_port: bool = False) -> None:
+    """Start accepting on server.host:server.port. `shared_port`: one of several web processes of a
+    node, each binding its own listening socket with SO_REUSEPORT so the kernel spreads new
+    connections across them (Tornado docs, tornado.netutil.bind_sockets: reuse_port sets SO_REUSEPORT
+    on every socket it returns; socket(7), SO_REUSEPORT: Linux >= 3.9 spreads accept() load over the
+    group and only sockets of the same effective UID may join it, so another user cannot take
+    the port over). A single process binds as it always did."""
+    if shared_port:
+        server.add_sockets(tornado.netutil.bind_sockets(settings.server.port, settings.server.host, reuse_port=True))
+    else:
+        server.listen(settings.server.port, settings.server.host)
 
 
 def _record_refusal(metrics: Metrics) -> OnRefused:

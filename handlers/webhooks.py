@@ -33,7 +33,7 @@ class WebhookHandler(BaseHandler):
         self.set_status(result.status)
         if isinstance(result.body, dict):
             self.set_header("Content-Type", "application/json; charset=UTF-8")
-            self.finish(json.dumps(result.body))
+            self.finish(json.dumps(result.body))  # spaced as ever: the dashboard's test event shows it
         else:
             self.set_header("Content-Type", f"{result.content_type}; charset=UTF-8")
             self.finish(result.body)

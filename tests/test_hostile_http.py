@@ -206,6 +206,32 @@ async def test_a_slow_body_is_timed_out(make_settings) -> None:
         assert (await gw.request("GET", "/healthz"))[0] == 200
 
 
+async def test_a_body_partly_sent_with_the_headers_is_still_timed_out(make_settings) -> None:
+    """A body that arrives whole with its headers skips the body timer (handlers/limits.py); one
+    that arrives in part, on a connection whose previous request did skip it, is still timed out."""
+    async with running_gateway(make_settings, server={"body_timeout_seconds": 1.0}) as gw:
+        reader, writer = await connect(gw)
+        body = b'{"email": "nobody@example.com", "password": "wrong-password"}'
+        writer.write(request_head("POST", "/api/admin/login", {"Content-Length": str(len(body))}) + body)
+        status, headers, _ = await read_response(reader)
+        assert status in (400, 401, 403) and headers.get("connection", "").lower() != "close"
+        writer.write(request_head("POST", "/api/admin/login", {"Content-Length": "1000"}) + b"{" * 500)
+        started = time.monotonic()
+
+        async def trickle() -> None:  # the other 500 bytes, one every 0.2 s, would take 100 s
+            for _ in range(500):
+                await asyncio.sleep(0.2)
+                writer.write(b" ")
+
+        sender = asyncio.ensure_future(trickle())
+        try:
+            assert await closed_by_server(reader, 10)
+        finally:
+            sender.cancel()
+            writer.close()
+        assert time.monotonic() - started < 10
+
+
 async def test_idle_connections_are_closed(make_settings) -> None:
     async with running_gateway(make_settings, server={"idle_timeout_seconds": 1.0}) as gw:
         reader, writer = await connect(gw)

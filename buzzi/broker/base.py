@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -69,10 +70,15 @@ class Subscription(abc.ABC):
     """
 
     stream: str
+    # Set by the consumer to take live events without being woken: called with an event that
+    # arrives while the consumer waits in `get` with nothing queued; True = it took the event
+    # (`get` goes on waiting), False = queue it for `get` as usual. It must not raise or block.
+    sink: Callable[[StreamEvent], bool] | None = None
 
     @abc.abstractmethod
-    async def get(self) -> StreamEvent:
-        """Next live event; raises SubscriptionClosed once closed or cut off."""
+    async def get(self, timeout: float | None = None) -> StreamEvent:
+        """Next live event; raises SubscriptionClosed once closed or cut off, TimeoutError when none
+        came within `timeout` seconds (queued events stay queued)."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -127,6 +133,18 @@ class RateCounters(Protocol):
     @abc.abstractmethod
     async def hit(self, key: str, limit: int, window: float) -> RateDecision:
         """Fixed-window rate limit, checked and counted in one atomic step."""
+
+    async def hit_all(self, hits: Sequence[tuple[str, int, float]]) -> list[RateDecision]:
+        """Hit each (key, limit, window) in order, stopping at the first refusal (the keys after it
+        are not counted); the decisions up to and including that refusal. A backend may send every
+        caller's hits of one loop iteration together (redis.py); this default calls `hit` per key."""
+        decisions: list[RateDecision] = []
+        for key, limit, window in hits:
+            decision = await self.hit(key, limit, window)
+            decisions.append(decision)
+            if not decision.allowed:
+                break
+        return decisions
 
 
 class Presence(Protocol):

@@ -4,6 +4,7 @@ these whatever carries the events between nodes."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Callable
 
@@ -17,7 +18,8 @@ class LocalSubscription(Subscription):
     most subscribers (open chat streams) sit idle. Here the deque exists only while events wait,
     and one future wakes the single reader."""
 
-    __slots__ = ("_items", "_maxsize", "_on_close", "_waiter", "closed", "stream")
+    __slots__ = ("_deadline", "_items", "_maxsize", "_on_close", "_timeout", "_timer", "_waiter", "closed", "sink",
+                 "stream")
 
     def __init__(self, stream: str, maxsize: int, on_close: Callable[[LocalSubscription], None]) -> None:
         self.stream = stream
@@ -26,12 +28,24 @@ class LocalSubscription(Subscription):
         self._waiter: asyncio.Future[None] | None = None
         self._maxsize = maxsize
         self._on_close = on_close
+        # get(timeout): one timer that outlives the waits and is only moved when it fires, so a
+        # busy stream pays no timer per event (arming and cancelling one per get did cost).
+        self._deadline = 0.0
+        self._timeout: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.sink: Callable[[StreamEvent], bool] | None = None
 
     def push(self, event: StreamEvent) -> None:
         if self.closed:
             return
         items = self._items
         if items is None:
+            waiter, sink = self._waiter, self.sink
+            if sink is not None and waiter is not None and not waiter.done() and sink(event):
+                # Taken while the consumer waits: no wake-up, and its silence starts over.
+                if self._timeout is not None:
+                    self._deadline = waiter.get_loop().time() + self._timeout
+                return
             items = self._items = deque()
         elif len(items) >= self._maxsize:
             # Cut the slow consumer off rather than buffer without bound; it resumes from the log.
@@ -40,7 +54,10 @@ class LocalSubscription(Subscription):
         items.append(event)
         self._wake()
 
-    async def get(self) -> StreamEvent:
+    async def get(self, timeout: float | None = None) -> StreamEvent:
+        loop = asyncio.get_running_loop()
+        self._timeout = timeout
+        self._deadline = math.inf if timeout is None else loop.time() + timeout
         while True:
             if self.closed:
                 raise SubscriptionClosed(self.stream)
@@ -50,11 +67,26 @@ class LocalSubscription(Subscription):
                 if not items:
                     self._items = None  # an idle subscriber holds no buffer
                 return event
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            if self._timer is None and timeout is not None:
+                self._timer = loop.call_at(self._deadline, self._on_timer)
+            waiter = self._waiter = loop.create_future()
             try:
-                await waiter  # cancelling this (a timeout) leaves queued events in place
+                await waiter  # cancelling this leaves queued events in place
             finally:
                 self._waiter = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # nobody waits: the next get(timeout) arms a timer again
+        if self._deadline == math.inf:
+            return  # the waiting get has no timeout
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError())
+        else:  # the waiting get started after this timer was armed: wait out its own deadline
+            self._timer = loop.call_at(self._deadline, self._on_timer)
 
     def pending(self) -> int:
         return len(self._items) if self._items and not self.closed else 0
@@ -64,6 +96,9 @@ class LocalSubscription(Subscription):
             return
         self.closed = True
         self._items = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._wake()
         self._on_close(self)
 

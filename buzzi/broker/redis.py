@@ -1,9 +1,13 @@
 """The cluster broker on Redis (or Valkey), via redis-py's asyncio client.
 
 Per stream: a head hash (the log's epoch and its last id) and a Redis Stream log (explicit ids
-"<seq>-0", capped with MAXLEN, expiring with the head), appended and PUBLISHed in one Lua call, so a
-publish is one round trip. A missing head means a new log: its epoch comes from the Redis server's
-clock (one clock for every node), raised above the newest id of a log that survived without its head.
+"<seq>-0", capped with MAXLEN, expiring with the head), appended and PUBLISHed in one Lua call.
+Publishes are batched (buzzi.broker.batching): all those made in one event-loop iteration, or while
+the previous batch is in flight, go out as ONE script call (EVALSHA) in call order, and each channel
+gets one pub/sub message per batch; so a publish costs a share of one round trip, and the ids of one
+stream follow the order of the publish calls on a node. A missing head means a new log: its epoch
+comes from the Redis server's clock (one clock for every node), raised above the newest id of a log
+that survived without its head.
 Each node holds ONE pub/sub connection (the listener): it subscribes a stream's channel when the
 first local subscriber appears, unsubscribes when the last leaves, and fans each message out to
 the local subscriptions. The listener reconnects by itself with backoff after Redis restarts and
@@ -19,11 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,7 +38,9 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from buzzi import jsoncodec
 from buzzi.broker.base import Broker, BrokerUnavailable, RateDecision, StreamEvent, Subscription
+from buzzi.broker.batching import Batcher
 from buzzi.broker.local import SubscriberRegistry
 from buzzi.config import BrokerSettings
 
@@ -50,38 +55,95 @@ SOCKET_TIMEOUT = 5.0
 READY_TIMEOUT = 5.0  # how long publish/replay wait for this node's channel subscription
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 2.0
 IDLE_PING = 10.0  # listener sends PING after this much silence; a second silence = dead link
+MAX_BATCH = 500  # publishes per script call: bounds how long one call holds Redis (well under 1 ms)
 
-# KEYS: head, log. ARGV: maxlen, ttl ms, event name, event JSON string, data JSON, channel.
-# Returns {id, epoch} as strings. Ids are formatted with %d: Lua's own number-to-string conversion
-# would print a 16-digit id in exponent notation.
-PUBLISH_LUA = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  local now = redis.call('TIME')
-  local base = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
-  if top then base = math.max(base, tonumber(string.match(top[1], '^%d+'))) end
-  epoch = string.format('%d', base)
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', epoch)
+_Publish = tuple[str, str, bytes, bytes]  # stream, event name, event JSON, data JSON
+_Hits = Sequence[tuple[str, int, float]]  # one RateLimiter.check: (key, limit, window) per scope
+
+# One call appends a whole batch of events (any streams) and publishes them: per event, KEYS holds
+# its stream's head and log, ARGV (after maxlen and ttl ms) its event name, event JSON, data JSON
+# and channel. Each channel gets ONE message per call, a JSON array of [id, epoch, event, data],
+# so a burst on one stream costs the subscribing node one pub/sub message. Returns id, epoch per
+# event. Ids are formatted with %d: Lua's own number-to-string conversion would print a 16-digit id
+# in exponent notation. (The keys of a batch span slots: this needs one Redis, not Redis Cluster,
+# which the client does not speak anyway.) Sent as EVALSHA; redis-py's registered script loads the
+# body again on NOSCRIPT (an empty script cache after a restart or failover), which ran nothing, so
+# the retry cannot append twice (https://redis.io/docs/latest/develop/reference/errors/common/noscript/).
+PUBLISH_BATCH_LUA = """
+local maxlen, ttl = ARGV[1], ARGV[2]
+local epochs, logs, heads, messages, channels, result = {}, {}, {}, {}, {}, {}
+for i = 1, #KEYS / 2 do
+  local head, log, a = KEYS[2 * i - 1], KEYS[2 * i], 2 + 4 * (i - 1)
+  local epoch = epochs[head]
+  if not epoch then
+    epoch = redis.call('HGET', head, 'epoch')
+    if not epoch then
+      local now = redis.call('TIME')
+      local base = tonumber(now[1]) * 1000000 + tonumber(now[2])
+      local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+      if top then base = math.max(base, tonumber(string.match(top[1], '^%d+'))) end
+      epoch = string.format('%d', base)
+      redis.call('HSET', head, 'epoch', epoch, 'seq', epoch)
+    end
+    epochs[head] = epoch
+    logs[log] = true
+    heads[#heads + 1] = head
+  end
+  local seq = string.format('%d', redis.call('HINCRBY', head, 'seq', 1))
+  redis.call('XADD', log, 'MAXLEN', maxlen, seq .. '-0', 'e', ARGV[a + 1], 'd', ARGV[a + 3])
+  local channel = ARGV[a + 4]
+  local parts = messages[channel]
+  if not parts then
+    parts = {}
+    messages[channel] = parts
+    channels[#channels + 1] = channel
+  end
+  parts[#parts + 1] = '[' .. seq .. ',' .. epoch .. ',' .. ARGV[a + 2] .. ',' .. ARGV[a + 3] .. ']'
+  result[#result + 1] = seq
+  result[#result + 1] = epoch
 end
-local seq = string.format('%d', redis.call('HINCRBY', KEYS[1], 'seq', 1))
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], seq .. '-0', 'e', ARGV[3], 'd', ARGV[5])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('PUBLISH', ARGV[6], '[' .. seq .. ',' .. epoch .. ',' .. ARGV[4] .. ',' .. ARGV[5] .. ']')
-return {seq, epoch}
+for _, head in ipairs(heads) do redis.call('PEXPIRE', head, ttl) end
+for log in pairs(logs) do redis.call('PEXPIRE', log, ttl) end
+for _, channel in ipairs(channels) do
+  redis.call('PUBLISH', channel, '[' .. table.concat(messages[channel], ',') .. ']')
+end
+return result
 """
 
-# KEYS: counter. ARGV: window ms. Returns {count, ms until the window resets}.
-HIT_LUA = """
-local count = redis.call('INCR', KEYS[1])
-local ttl = -1
-if count > 1 then ttl = redis.call('PTTL', KEYS[1]) end
-if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
+# Every rate-limit hit of one event-loop iteration in one call. The hits come in groups (one
+# RateLimiter.check: its scopes in order); ARGV holds, per group, its size then a limit and a window
+# (ms) per hit, KEYS the counters in the same order. A group stops at its first refusal: the scopes
+# after it are not counted, as when each hit was its own call. Returns {count, ms until the window
+# resets} per hit, {0, 0} for one not counted. Each INCR is atomic, so the answers are those of one
+# call per hit, whichever node sends them.
+HIT_BATCH_LUA = """
+local result, k, a = {}, 0, 1
+while a <= #ARGV do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  local refused = false
+  for _ = 1, n do
+    k = k + 1
+    local limit, window = tonumber(ARGV[a]), ARGV[a + 1]
+    a = a + 2
+    if refused then
+      result[#result + 1] = 0
+      result[#result + 1] = 0
+    else
+      local count = redis.call('INCR', KEYS[k])
+      local ttl = -1
+      if count > 1 then ttl = redis.call('PTTL', KEYS[k]) end
+      if ttl < 0 then
+        redis.call('PEXPIRE', KEYS[k], window)
+        ttl = tonumber(window)
+      end
+      result[#result + 1] = count
+      result[#result + 1] = ttl
+      refused = count > limit
+    end
+  end
 end
-return {count, ttl}
+return result
 """
 
 
@@ -127,6 +189,10 @@ class RedisBroker(Broker):
         self._sync_again = False
         self._inbox = asyncio.Event()
         self._closing = False
+        self._batcher: Batcher[_Publish, tuple[str, str]] | None = None
+        self._hits: Batcher[_Hits, list[RateDecision]] | None = None
+        self._wakes: Batcher[None, None] | None = None
+        self._received = 0  # replies read by the listener (the watchdog's proof of life)
 
     # ---- lifecycle
     async def open(self) -> None:
@@ -149,8 +215,12 @@ class RedisBroker(Broker):
             await self._pool.aclose()
             self._pool = self._redis = None
             raise BrokerUnavailable(f"Redis broker at {self._safe_url} is unreachable: {exc}") from exc
-        self._publish = self._redis.register_script(PUBLISH_LUA)
-        self._hit = self._redis.register_script(HIT_LUA)
+        self._publish = self._redis.register_script(PUBLISH_BATCH_LUA)
+        self._batcher = Batcher(self._publish_batch, MAX_BATCH)
+        self._hit = self._redis.register_script(HIT_BATCH_LUA)
+        self._hits = Batcher(self._hit_batch, MAX_BATCH)
+        # MAX_BATCH is no bound here: one PUBLISH serves every wake-up queued while one is in flight.
+        self._wakes = Batcher(self._wake_batch, 1_000_000)
         self._listener = asyncio.create_task(self._listen_forever(), name=f"redis-broker-listener:{self.node_id}")
         try:
             # Wake-ups from other nodes must reach us as soon as open() returns.
@@ -168,6 +238,10 @@ class RedisBroker(Broker):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._sync_task = self._listener = None
+        for batcher in (self._batcher, self._hits, self._wakes):
+            if batcher is not None:
+                await batcher.close()
+        self._batcher = self._hits = self._wakes = None
         for waiters in self._ready_waiters.values():
             for waiter in waiters:
                 if not waiter.done():
@@ -201,19 +275,23 @@ class RedisBroker(Broker):
     # ---- streams
     async def publish(self, stream: str, event: str, data: dict[str, Any]) -> StreamEvent:
         await self._await_channel(STREAM_CHANNEL + stream, only_if_local=stream)
-        head, log_key = _stream_keys(stream)
-        payload = json.dumps(data, separators=(",", ":"))
-        args = [
-            self.settings.event_log_size,
-            _ms(self.settings.event_log_ttl_seconds),
-            event,
-            json.dumps(event),
-            payload,
-            STREAM_CHANNEL + stream,
-        ]
-        async with self._call():
-            seq, epoch = await self._publish(keys=[head, log_key], args=args)
+        if self._batcher is None:
+            raise BrokerUnavailable(f"Redis broker at {self._safe_url} is not open")
+        # Encoded here, by the caller: a bad value fails this publish only, not its whole batch.
+        item = (stream, event, jsoncodec.dumpb(event), jsoncodec.dumpb(data))
+        seq, epoch = await self._batcher.submit(item)
         return StreamEvent(seq, event, data, int(epoch))
+
+    async def _publish_batch(self, items: list[_Publish]) -> list[tuple[str, str]]:
+        """One script call for every publish of the batch (see PUBLISH_BATCH_LUA)."""
+        keys: list[str] = []
+        args: list[Any] = [self.settings.event_log_size, _ms(self.settings.event_log_ttl_seconds)]
+        for stream, event, event_json, data_json in items:
+            keys.extend(_stream_keys(stream))
+            args += (event, event_json, data_json, STREAM_CHANNEL + stream)
+        async with self._call():
+            flat = await self._publish(keys=keys, args=args)
+        return list(zip(flat[::2], flat[1::2], strict=True))
 
     def subscribe(self, stream: str, maxsize: int = 256) -> Subscription:
         return self.registry.add(stream, maxsize)
@@ -250,15 +328,41 @@ class RedisBroker(Broker):
 
     # ---- counters
     async def hit(self, key: str, limit: int, window: float) -> RateDecision:
+        return (await self.hit_all([(key, limit, window)]))[0]
+
+    async def hit_all(self, hits: Sequence[tuple[str, int, float]]) -> list[RateDecision]:
+        """The hits of every caller in one event-loop iteration go out as one script call
+        (HIT_BATCH_LUA), like the publishes."""
+        if self._hits is None:
+            raise BrokerUnavailable(f"Redis broker at {self._safe_url} is not open")
+        return await self._hits.submit(hits)
+
+    async def _hit_batch(self, groups: list[_Hits]) -> list[list[RateDecision]]:
+        keys: list[str] = []
+        args: list[Any] = []
+        for group in groups:
+            args.append(len(group))
+            for key, limit, window in group:
+                keys.append(PREFIX + "rl:" + key)
+                args += (limit, _ms(window))
         async with self._call():
-            count, ttl_ms = await self._hit(keys=[PREFIX + "rl:" + key], args=[_ms(window)])
-        if count <= limit:
-            return RateDecision(True, count, limit, 0.0)
-        return RateDecision(False, count, limit, max(ttl_ms, 1) / 1000)
+            flat = await self._hit(keys=keys, args=args)
+        answers = iter(zip(flat[::2], flat[1::2], strict=True))
+        result: list[list[RateDecision]] = []
+        for group in groups:
+            decisions: list[RateDecision] = []
+            for _, limit, _ in group:
+                count, ttl_ms = next(answers)
+                if count == 0:
+                    continue  # after a refusal of its group: not counted
+                allowed = count <= limit
+                decisions.append(RateDecision(allowed, count, limit, 0.0 if allowed else max(ttl_ms, 1) / 1000))
+            result.append(decisions)
+        return result
 
     # ---- presence
     async def node_heartbeat(self, node_id: str, info: dict[str, Any], ttl: float) -> None:
-        doc = json.dumps({**info, "nodeId": node_id, "lastSeen": time.time()})
+        doc = jsoncodec.dumpb({**info, "nodeId": node_id, "lastSeen": time.time()})
         expires_ms = int(time.time() * 1000) + _ms(ttl)
         async with self._call(), self._client.pipeline(transaction=True) as pipe:
             pipe.set(PREFIX + "node:" + node_id, doc, px=_ms(ttl))
@@ -275,7 +379,7 @@ class RedisBroker(Broker):
 
     async def set_sessions(self, node_id: str, sessions: list[dict[str, Any]], ttl: float) -> None:
         async with self._call():
-            await self._client.set(PREFIX + "sessions:" + node_id, json.dumps(sessions), px=_ms(ttl))
+            await self._client.set(PREFIX + "sessions:" + node_id, jsoncodec.dumpb(sessions), px=_ms(ttl))
 
     async def _live_node_ids(self) -> list[str]:
         return sorted(await self._client.zrange(NODES_KEY, 0, -1))
@@ -284,7 +388,7 @@ class RedisBroker(Broker):
         async with self._call():
             ids = await self._live_node_ids()
             docs = await self._client.mget([PREFIX + "node:" + i for i in ids]) if ids else []
-        return [json.loads(doc) for doc in docs if doc is not None]
+        return [jsoncodec.loads(doc) for doc in docs if doc is not None]
 
     async def list_sessions(self) -> list[dict[str, Any]]:
         async with self._call():
@@ -297,13 +401,23 @@ class RedisBroker(Broker):
         result: list[dict[str, Any]] = []
         for node_id, node, sessions in zip(ids, nodes, session_lists, strict=True):
             if node is not None and sessions is not None:  # a dead node's sessions are gone with it
-                result.extend({**s, "nodeId": node_id} for s in json.loads(sessions))
+                result.extend({**s, "nodeId": node_id} for s in jsoncodec.loads(sessions))
         return result
 
     # ---- inbox wake-ups
     async def notify_inbox(self) -> None:
+        """Coalesced: at most one wake-up PUBLISH in flight per node, and one more queued for every
+        call made meanwhile (a PUBLISH already sent may reach the answer processes before the
+        caller's work was committed, so it cannot stand for that work). The caller returns once a
+        PUBLISH sent after its call was answered, so no wake-up is lost."""
+        if self._wakes is None:
+            raise BrokerUnavailable(f"Redis broker at {self._safe_url} is not open")
+        await self._wakes.submit(None)
+
+    async def _wake_batch(self, items: list[None]) -> list[None]:
         async with self._call():
             await self._client.publish(INBOX_CHANNEL, "1")
+        return [None] * len(items)
 
     async def wait_inbox(self, timeout: float) -> bool:
         try:
@@ -393,7 +507,12 @@ class RedisBroker(Broker):
         while not self._closing:
             assert self._pool is not None
             # A connection of its own, outside the pool; raw bytes, since payloads are parsed once here.
-            conn = self._pool.connection_class(**{**self._pool.connection_kwargs, "decode_responses": False})
+            # RESP2: messages arrive as plain arrays, and a subscribed RESP2 connection may still send
+            # PING, which the watchdog needs (https://redis.io/docs/manual/pubsub). Under RESP3 redis-py
+            # routes every pub/sub push through a handler that formats it for a debug log: a third of
+            # the listener's time.
+            conn = self._pool.connection_class(
+                **{**self._pool.connection_kwargs, "decode_responses": False, "protocol": 2})
             try:
                 await conn.connect()
                 self._conn = conn
@@ -423,16 +542,40 @@ class RedisBroker(Broker):
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _read(self, conn: AbstractConnection) -> None:
+        """Read replies until the connection fails. No timeout per read (a timer per message is
+        most of a read's cost when messages are small): a watchdog proves the link instead."""
+        watchdog = asyncio.create_task(self._watch(conn), name=f"redis-broker-watchdog:{self.node_id}")
+        try:
+            while True:
+                reply = await conn.read_response(timeout=math.inf)
+                self._received += 1
+                if watchdog.done():  # it gave up on the link (and disconnected it)
+                    watchdog.result()
+                self._handle(reply)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await watchdog
+        # After the watchdog disconnects, the read above fails with a connection error.
+
+    async def _watch(self, conn: AbstractConnection) -> None:
+        """After IDLE_PING of silence send PING; after a second silence, drop the connection."""
         pinged = False
         while True:
-            reply = await conn.read_response(timeout=IDLE_PING, push_request=True)
-            if reply is None:  # silence: prove the link is alive, or give up on it
-                if pinged:
-                    raise RedisTimeoutError("no answer to PING on the pub/sub connection")
-                await conn.send_command("PING", check_health=False)
-                pinged = True
+            seen = self._received
+            await asyncio.sleep(IDLE_PING)
+            if self._received != seen:
+                pinged = False
                 continue
-            pinged = False
+            if pinged:
+                log.warning("redis broker %s: no answer to PING on the pub/sub connection", self._safe_url)
+                await conn.disconnect()
+                raise RedisTimeoutError("no answer to PING on the pub/sub connection")
+            await conn.send_command("PING", check_health=False)
+            pinged = True
+
+    def _handle(self, reply: Any) -> None:
+        if isinstance(reply, list) and reply:
             kind = reply[0]
             if kind == b"message":
                 self._dispatch(reply[1].decode(), reply[2])
@@ -449,12 +592,17 @@ class RedisBroker(Broker):
         if stream not in self.registry.by_stream:
             return  # the last local subscriber left; UNSUBSCRIBE is on its way
         try:
-            seq, epoch, event, data = json.loads(payload)
+            # Decoded once for every local subscriber of the stream.
+            items = jsoncodec.loads(payload)
+            if items and not isinstance(items[0], list):
+                items = [items]  # one event per message, as a node before batching sends it
+            events = [StreamEvent(str(seq), event, data, epoch) for seq, epoch, event, data in items]
         except (ValueError, TypeError):
             log.warning("redis broker: malformed event on %s dropped", channel)
             return
-        self.registry.deliver(stream, StreamEvent(str(seq), event, data, epoch))
+        for item in events:
+            self.registry.deliver(stream, item)
 
 
 def _entry_event(entry_id: str, fields: dict[str, str], epoch: int) -> StreamEvent:
-    return StreamEvent(entry_id.split("-", 1)[0], fields["e"], json.loads(fields["d"]), epoch)
+    return StreamEvent(entry_id.split("-", 1)[0], fields["e"], jsoncodec.loads(fields["d"]), epoch)

@@ -33,6 +33,7 @@ class CredentialField:
     label: str
     secret: bool = False
     required: bool = True
+    kind: str = "string"  # the JSON type the admin API takes: "string" or "integer" (WhatsApp throughput)
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,12 @@ class ChannelAdapter(abc.ABC):
         """The key of the sending account `send_limits.per_account` applies to: one webhook is one
         bot, app, Page or account, unless the platform counts per something else."""
         return webhook.id
+
+    def account_rate(self, webhook: Webhook) -> float | None:
+        """Sends per second for this webhook's account: `send_limits.per_account` unless the
+        webhook's settings state the account's own level (WhatsApp settings.throughput)."""
+        del webhook  # the same for every webhook of most channels
+        return self.send_limits.per_account
 
     def split(self, text: str) -> list[str]:
         """The parts a reply is sent in: each within text_limit once formatted, one send each."""

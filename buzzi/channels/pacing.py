@@ -2,7 +2,8 @@
 SendLimits, and the delivery path paces every send through one SendPacing (token buckets per key).
 
 Limits declared on the adapters (docs/channels.md): WhatsApp 80 messages/s per business number (§2.3;
-exceeding it returns 130429), Messenger and Instagram 300 Send API calls/s per Page or IG account
+exceeding it returns 130429; a webhook's settings.throughput states an upgraded number's level, up to
+1,000), Messenger and Instagram 300 Send API calls/s per Page or IG account
 (§3.3, §4.2), Telegram about 1 message/s per chat with bursts and 30/s per bot (§5), Slack about
 1 message/s per channel (§6), Teams 7 operations/s and 60/30 s per conversation (§7.4).
 
@@ -10,8 +11,14 @@ Not paced: WhatsApp's per-user "pair" limit (about 1 message per 6 s to one user
 allowed). Enforcing it would hold a split reply back 6 s per part, which is worse for a chat
 than the rare 131056 error, which is retryable and goes through with_retry's backoff.
 
-The pacer is per process: N nodes together may reach N times the rate; the platform's
-rate-limit errors are classified retryable, so the overflow is retried instead of lost.
+The pacer is per process. Within one node, a number's throughput is per number, not per process:
+with several answer processes (inbox.processes = N) each paces an account at rate / N (`share`), so
+together they stay within the platform's rate without a shared bucket (no Redis round trip per send).
+The price: an account whose sends all land on one process gets 1/N of its rate from it. The per-chat
+limits are not divided: a conversation is answered by one process at a time (order deferral,
+buzzi/processing.py), so its sends come from one pacer anyway. Separate nodes are not coordinated:
+N nodes together may reach N times the rate; the platform's rate-limit errors are classified
+retryable, so the overflow is retried instead of lost.
 """
 
 from __future__ import annotations
@@ -84,11 +91,14 @@ class SendPacing:
     `pacing_account` (WhatsApp: the business number; elsewhere: the webhook, one bot or Page).
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, *, share: int = 1, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        if share < 1:
+            raise ValueError("share must be at least 1")
+        self.share = share  # the answer processes of the node, each pacing accounts at rate / share
         self._clock = clock
         self._sleep = sleep
-        self._pacers: dict[tuple[str, str], Pacer] = {}
+        self._pacers: dict[tuple[str, str, float], Pacer] = {}
 
     async def pace(self, adapter: ChannelAdapter, webhook: Webhook, target: ReplyTarget) -> None:
         """Wait as needed to stay within the adapter's per-chat and per-account limits."""
@@ -96,12 +106,16 @@ class SendPacing:
         if limits.per_chat is not None:
             pacer = self._pacer(adapter.channel, "chat", limits.per_chat, limits.chat_burst)
             await pacer.acquire(f"{webhook.id}:{target.chat_id}")
-        if limits.per_account is not None:
-            pacer = self._pacer(adapter.channel, "account", limits.per_account, None)
+        # The account's own rate where its webhook states one (a WhatsApp number upgraded to 1,000/s).
+        rate = adapter.account_rate(webhook)
+        if rate is not None:
+            pacer = self._pacer(adapter.channel, "account", rate / self.share, None)
             await pacer.acquire(adapter.pacing_account(webhook, target))
 
     def _pacer(self, channel: str, scope: str, rate: float, burst: float | None) -> Pacer:
-        pacer = self._pacers.get((channel, scope))
+        # One Pacer per rate: accounts at different levels each keep their own bucket size.
+        key = (channel, scope, rate)
+        pacer = self._pacers.get(key)
         if pacer is None:
-            pacer = self._pacers[(channel, scope)] = Pacer(rate, burst, clock=self._clock, sleep=self._sleep)
+            pacer = self._pacers[key] = Pacer(rate, burst, clock=self._clock, sleep=self._sleep)
         return pacer

@@ -17,6 +17,8 @@ import re
 from itertools import accumulate
 from typing import Any
 
+import orjson
+
 # Deepest nesting accepted in a channel's JSON. Real payloads nest about ten levels (a Slack
 # block_actions payload with rich-text blocks, a Teams activity with an Adaptive Card stay under
 # 20); a hundred leaves room for any card while keeping every recursive copy far from the stack limit.
@@ -29,6 +31,11 @@ _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 _BRACKET_STEP = [0] * 256
 _BRACKET_STEP[ord("[")] = _BRACKET_STEP[ord("{")] = 1
 _BRACKET_STEP[ord("]")] = _BRACKET_STEP[ord("}")] = -1
+# A number of 19 digits or more in JSON follows ":", "," or "[" (whitespace and a minus sign in
+# between): with every digit as "0", those three as ":" and whitespace and "-" gone, one substring
+# search finds it (and a few such runs inside strings, which only cost the slower path).
+_NUMBER_SHAPES = bytes.maketrans(b"0123456789,[", b"0000000000::")
+_LONG_NUMBER = b":" + b"0" * 19
 # NUL goes too: SQLite compares indexed strings only up to a NUL, so a chat id holding one could
 # neither be found again nor stored twice (every later message of that chat was a 500).
 _LONE_SURROGATE = re.compile("[\x00\ud800-\udfff]")
@@ -42,6 +49,17 @@ class PayloadError(Exception):
 def json_object(data: bytes | str) -> dict[str, Any]:
     """The JSON object in `data`; PayloadError when it is not UTF-8 JSON, not an object, or nested
     deeper than MAX_JSON_DEPTH."""
+    if isinstance(data, bytes) and _LONG_NUMBER not in data.translate(_NUMBER_SHAPES, b" \t\r\n-"):
+        # The common case in C: orjson reads only valid UTF-8 and refuses what json would read
+        # differently (a BOM, "\ud800" escapes, NaN): each refusal takes the path below, which
+        # gives json's result or json's words for the error. orjson would read an integer beyond
+        # 64 bits as a float: a number of 19 digits or more takes the path below too.
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            return _checked(value, data)
     text = _utf8(data)
     if text is None:
         raise PayloadError("malformed JSON: not UTF-8")
@@ -53,6 +71,15 @@ def json_object(data: bytes | str) -> dict[str, Any]:
         # ValueError covers UnicodeDecodeError; RecursionError cannot happen below the depth bound
         # but stays a 400 should the bound ever be raised past the decoder's own limit.
         raise PayloadError(f"malformed JSON: {str(exc)[:200]}") from None
+    if not isinstance(value, dict):
+        raise PayloadError("expected a JSON object")
+    return value
+
+
+def _checked(value: Any, data: bytes) -> dict[str, Any]:
+    """What orjson read from valid UTF-8 `data`, held to json_object's other rules."""
+    if too_deep(data):
+        raise PayloadError(f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(value, dict):
         raise PayloadError("expected a JSON object")
     return value

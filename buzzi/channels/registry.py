@@ -27,10 +27,11 @@ CHANNELS: tuple[str, ...] = tuple(ADAPTERS)
 
 class ChannelRegistry:
     def __init__(self, settings: ChannelSettings, *, replay_window_seconds: float = DEFAULT_REPLAY_WINDOW,
-                 net_policy: NetPolicy | None = None) -> None:
+                 net_policy: NetPolicy | None = None, pacing_share: int = 1) -> None:
         self.settings = settings
         self.http = OutboundHttp(settings, net_policy)
-        self.pacing = SendPacing()
+        # pacing_share: the processes of this node that answer (each paces an account at rate / share).
+        self.pacing = SendPacing(share=pacing_share)
         self._adapters = {channel: cls(settings, self.http, replay_window=replay_window_seconds)
                           for channel, cls in ADAPTERS.items()}
 

@@ -76,6 +76,11 @@ DROPPED_TYPES = {"reaction": "reaction", "revoke": "revoke", "system": "system",
 # statuses[].status -> Receipt status.
 RECEIPT_OF = {"sent": "sent", "delivered": "delivered", "read": "read", "played": "read", "failed": "failed"}
 MAX_ID_CHARS = 256  # wamids are about 60 characters; anything longer is not one
+# Throughput per business number (Meta: WhatsApp Business Platform, "Throughput"): 80 messages/s by
+# default, up to 1,000 after Meta's automatic upgrade, 20 for numbers shared with the Business app.
+# settings.throughput states the number's level; the send pacing uses it (docs/channels.md §2.3).
+DEFAULT_THROUGHPUT = 80.0
+MIN_THROUGHPUT, MAX_THROUGHPUT = 1, 1000
 
 
 def bsuid(value: Any) -> str | None:
@@ -104,6 +109,16 @@ def template_setting(value: Any) -> dict[str, str]:
     return {"name": name.strip(), "language": language.strip()}
 
 
+def throughput_setting(value: Any) -> int:
+    """The number's throughput in messages per second (settings.throughput): an integer 1..1000, given
+    as a number by the API or as digits by the dashboard form, or CredentialsError naming the field."""
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if not text.isdigit() or not MIN_THROUGHPUT <= int(text) <= MAX_THROUGHPUT:
+        raise CredentialsError("settings.throughput", f"expected whole messages per second from {MIN_THROUGHPUT} "
+                                                      f"to {MAX_THROUGHPUT} (default {DEFAULT_THROUGHPUT:.0f})")
+    return int(text)
+
+
 class WhatsAppAdapter(MetaAdapter):
     channel = "whatsapp"
     display_name = "WhatsApp"
@@ -112,12 +127,15 @@ class WhatsAppAdapter(MetaAdapter):
     # The approved template sent when the 24-hour window has closed (validate_settings checks it).
     setting_fields = (CredentialField("reengagementTemplate.name", "Re-engagement template name", required=False),
                       CredentialField("reengagementTemplate.language", "Template language (e.g. en_US)",
-                                      required=False))
+                                      required=False),
+                      CredentialField("throughput", "Throughput, messages per second (1-1000, default 80)",
+                                      required=False, kind="integer"))
     text_limit = 4096  # text.body maximum (docs/channels.md §2.3)
     api_base_setting = "whatsapp_api_base"
     token_field = "accessToken"
     error_classes = WHATSAPP_ERRORS
-    send_limits = SendLimits(per_account=80.0)  # default throughput per business number (docs/channels.md §2.3)
+    # Default throughput per business number (docs/channels.md §2.3); account_rate reads settings.throughput.
+    send_limits = SendLimits(per_account=DEFAULT_THROUGHPUT)
     paces_typing = True  # the typing indicator is a POST to the number's /messages too
     # The indicator is dismissed after 25 s or at the reply (Meta: typing-indicators): refreshed before.
     typing_interval = 20.0
@@ -138,11 +156,19 @@ class WhatsAppAdapter(MetaAdapter):
         if not isinstance(settings, dict):
             raise CredentialsError("settings", "expected an object")
         for key in settings:
-            if key != "reengagementTemplate":
+            if key not in ("reengagementTemplate", "throughput"):
                 raise CredentialsError(f"settings.{str(key)[:64]}", "the whatsapp channel has no such setting")
-        if settings.get("reengagementTemplate") in (None, {}):
-            return {}  # removed: a reply after the window then fails visibly ("needs a template")
-        return {"reengagementTemplate": template_setting(settings["reengagementTemplate"])}
+        out: dict[str, Any] = {}
+        # Left out or empty: removed; a reply after the window then fails visibly ("needs a template").
+        if settings.get("reengagementTemplate") not in (None, {}):
+            out["reengagementTemplate"] = template_setting(settings["reengagementTemplate"])
+        if settings.get("throughput") not in (None, ""):
+            out["throughput"] = throughput_setting(settings["throughput"])
+        return out
+
+    def account_rate(self, webhook: Webhook) -> float | None:
+        # The number's throughput as the webhook's settings state it (80 unless upgraded).
+        return float(webhook.settings.get("throughput") or DEFAULT_THROUGHPUT)
 
     def sample_event(self, webhook: Webhook, now: float) -> SampleEvent:
         phone_id = str(webhook.credentials.get("phoneNumberId", "0"))

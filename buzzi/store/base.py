@@ -18,6 +18,7 @@ from buzzi import clock
 from buzzi.crypto import SecretBox
 from buzzi.errors import Unavailable
 from buzzi.models import PENDING, PROCESSING, ChatAlias, Conversation, Document, Message, WebhookEvent
+from buzzi.store.config_cache import CACHED_COLLECTIONS, ConfigCache
 from buzzi.store.steps import FindOne, Insert, Step, Steps, Update, run_steps_async
 
 R = TypeVar("R")
@@ -68,6 +69,7 @@ INDEXES: dict[str, list[tuple[tuple[str, ...], bool]]] = {
 class Store(abc.ABC):
     def __init__(self, box: SecretBox) -> None:
         self._box = box
+        self._config = ConfigCache()  # decoded companies/agents/webhooks, checked against every read
 
     # ----------------------------------------------------------------- primitives (per backend)
 
@@ -134,6 +136,8 @@ class Store(abc.ABC):
         return obj
 
     async def get(self, cls: type[T], id: str) -> T | None:
+        if cls.collection in CACHED_COLLECTIONS:
+            return (await self.get_many((cls, id)))[0]  # type: ignore[return-value]
         doc = await self._get(cls.collection, id)
         return None if doc is None else self._unseal(cls, doc)
 
@@ -190,11 +194,25 @@ class Store(abc.ABC):
 
     async def get_many(self, *wanted: tuple[type[Document], str]) -> list[Document | None]:
         """Several documents by (class, id) at once; backends may fetch them in one round trip."""
-        docs = await self._get_many([(cls.collection, id) for cls, id in wanted])
-        return [None if doc is None else self._unseal(cls, doc) for (cls, _), doc in zip(wanted, docs, strict=True)]
+        raws = await self._get_many_raw([(cls.collection, id) for cls, id in wanted])
+        return [None if raw is None else self._from_stored(cls, id, raw)
+                for (cls, id), raw in zip(wanted, raws, strict=True)]
 
-    async def _get_many(self, wanted: list[tuple[str, str]]) -> list[dict[str, Any] | None]:
+    async def _get_many_raw(self, wanted: list[tuple[str, str]]) -> list[Any | None]:
+        """The stored form of each document (what `_decode` turns into a dict), None when missing.
+        It is what the config cache compares, so it must change whenever the document does."""
         return [await self._get(collection, id) for collection, id in wanted]
+
+    def _decode(self, raw: Any) -> dict[str, Any]:
+        return raw
+
+    def _from_stored(self, cls: type[T], id: str, raw: Any) -> T:
+        if cls.collection not in CACHED_COLLECTIONS:
+            return self._unseal(cls, self._decode(raw))
+        hit = self._config.get(cls.collection, id, raw)
+        if hit is not None:
+            return hit  # type: ignore[return-value]
+        return self._config.put(cls.collection, id, raw, self._unseal(cls, self._decode(raw)))
 
     async def ingest_message(self, conversation: Conversation, message: Message,
                              aliases: Sequence[str] = ()) -> Message | None:
