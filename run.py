@@ -20,7 +20,7 @@ from buzzi import logs
 from buzzi.broker.base import BrokerUnavailable
 from buzzi.config import ConfigError, Settings, load_settings
 from buzzi.processes import READY, ChildSpec, Supervisor, is_multi, plan
-from buzzi.runtime import ROLE_ALL, ROLE_ANSWER, ROLE_WEB, Bootstrapped, Gateway, bootstrap
+from buzzi.runtime import ROLE_ALL, ROLE_ANSWER, Bootstrapped, Gateway, bootstrap
 from buzzi.store.base import StoreUnavailable
 
 log = logging.getLogger("buzzi")
