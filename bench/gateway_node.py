@@ -25,6 +25,7 @@ import tracemalloc
 from buzzi import logs
 from buzzi.chat import conversation_stream
 from buzzi.config import load_settings
+from buzzi.gctuning import tune_for_serving
 from buzzi.runtime import Gateway
 from handlers.app import make_app
 from handlers.base import BaseHandler
@@ -55,8 +56,11 @@ class TracemallocHandler(BaseHandler):
             self.send_error(409)
             return
         gc.collect()
-        stats = tracemalloc.take_snapshot().compare_to(TracemallocHandler.mark, "lineno")
-        top = [{"site": str(s.traceback), "kib": round(s.size_diff / 1024, 1), "count": s.count_diff}
+        # ?key=traceback groups by whole tracebacks (start the node with PYTHONTRACEMALLOC=<depth>)
+        key = "traceback" if self.get_query_argument("key", "") == "traceback" else "lineno"
+        stats = tracemalloc.take_snapshot().compare_to(TracemallocHandler.mark, key)
+        top = [{"site": " <- ".join(str(f) for f in reversed(s.traceback)), "kib": round(s.size_diff / 1024, 1),
+                "count": s.count_diff}
                for s in stats[:int(self.get_query_argument("n", "30"))]]
         self.finish(json.dumps({"total_kib": round(sum(s.size_diff for s in stats) / 1024, 1), "top": top}))
 
@@ -107,6 +111,7 @@ async def serve(port: int) -> None:
     logs.configure(settings.server.log_format, settings.server.log_level)
     gateway = Gateway(settings)
     await gateway.start()
+    tune_for_serving()  # as run.py does once started: the GC settings are part of what is measured
     app = make_app(gateway, extra_routes=[(r"/bench/publish/([^/]+)", PublishHandler),
                                           (r"/bench/tracemalloc", TracemallocHandler),
                                           (r"/bench/lag", LagHandler)])

@@ -114,6 +114,8 @@ class InboxSettings:
     max_attempts: int
     retry_base_seconds: float
     processes: int
+    busy_lag_ms: float
+    busy_concurrency: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,6 +306,7 @@ _NUMBER_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "server.shutdown_grace_seconds": (lambda v: v >= 0, "0 or more"),
     "server.processes": (lambda v: 1 <= v <= MAX_PROCESSES, f"1 to {MAX_PROCESSES} web processes"),
     "inbox.processes": (lambda v: 0 <= v <= MAX_PROCESSES, f"0 to {MAX_PROCESSES} answer processes"),
+    "inbox.busy_lag_ms": (lambda v: v >= 0, "0 (off) or more"),
 }
 _POSITIVE: tuple[Callable[[float], bool], str] = (lambda v: v > 0, "a number greater than 0")
 

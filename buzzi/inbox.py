@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from buzzi import clock
+from buzzi.answer_slots import AnswerSlots, LoopLagGovernor
 from buzzi.broker.base import WakeUps, wake_inboxes
 from buzzi.config import InboxSettings
 from buzzi.models import FAILED, PROCESSING, Message
@@ -79,7 +80,10 @@ class InboxWorker:
         self.processor = processor
         self.settings = settings
         self.node_id = node_id
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        # Fewer answers at once while intake saturates the loop (buzzi/answer_slots.py).
+        self._slots = AnswerSlots(settings.concurrency)
+        self.governor = LoopLagGovernor(self._slots, settings.concurrency, settings.busy_concurrency,
+                                        settings.busy_lag_ms / 1000)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -91,6 +95,7 @@ class InboxWorker:
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name="inbox")
+        self.governor.start()
 
     def kick(self) -> None:
         """Local wake-up (the broker's wake-up reaches the other nodes)."""
@@ -99,11 +104,9 @@ class InboxWorker:
     async def reserve(self) -> Reservation | None:
         """A free answer slot held for a message about to be stored (None when all are busy or the
         worker stops): the message is stored already claimed by this node (Reservation.claim), so
-        answering it needs no claim round trip. Awaiting a free semaphore does not suspend, so
-        the slot is ours when this returns."""
-        if self._stopping or self._slots.locked():
+        answering it needs no claim round trip."""
+        if self._stopping or not self._slots.try_acquire():
             return None
-        await self._slots.acquire()
         return Reservation(self)
 
     def take(self, message_id: str) -> None:
@@ -284,6 +287,7 @@ class InboxWorker:
         """Stop claiming; let running answers finish within `grace`, release the rest."""
         self._stopping = True
         self._kick.set()
+        await self.governor.stop()
         await self._unpark_all()
         if self._loop_task:
             self._loop_task.cancel()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
@@ -79,7 +78,7 @@ class Closed:
         return True
 
 
-@dataclass(eq=False)  # identity semantics: each connection is its own stream
+@dataclass(eq=False, slots=True)  # identity: each connection is its own stream; slots: one per stream
 class LiveStream:
     stream: str
     conversation_id: str
@@ -116,9 +115,10 @@ class StreamHub:
         self.node_id = node_id
         self.metrics = metrics
         self.live: set[LiveStream] = set()
-        self._by_stream: dict[str, set[LiveStream]] = {}
-        # Open streams per client address; an address leaves the map when its count reaches zero,
-        # so the map holds at most one entry per open stream.
+        # Open streams per session stream and per client address (for their caps): counts, not
+        # sets of streams (a set is ~200 bytes per open stream); a key leaves its map when its
+        # count reaches zero, so each map holds at most one entry per open stream.
+        self._by_stream: dict[str, int] = {}
         self._by_address: dict[str, int] = {}
         self._dirty = asyncio.Event()
         self._presence_task: asyncio.Task[None] | None = None
@@ -137,14 +137,14 @@ class StreamHub:
         any number of sessions, can tie up here (sockets, buffers)."""
         retry_after = max(1, math.ceil(self.settings.chat.retry_ms / 1000))
         limit = self.settings.chat.max_streams_per_session
-        if len(self._by_stream.get(stream, ())) >= limit:
+        if self._by_stream.get(stream, 0) >= limit:
             raise TooManyStreams(limit, retry_after)
         per_address = self.settings.chat.max_streams_per_address
         if self._by_address.get(address, 0) >= per_address:
             raise TooManyStreams(per_address, retry_after, "address")
         live = LiveStream(stream, conversation_id, company_id, agent_id, address)
-        self._by_stream.setdefault(stream, set()).add(live)
-        self._by_address[address] = self._by_address.get(address, 0) + 1
+        _count_up(self._by_stream, stream)
+        _count_up(self._by_address, address)
         self.live.add(live)
         self._idle.clear()
         self.metrics.sse_streams.set(len(self.live))
@@ -156,16 +156,8 @@ class StreamHub:
         if live not in self.live:
             return  # closed before: counted down once only
         self.live.discard(live)
-        remaining = self._by_address.get(live.address, 0) - 1
-        if remaining > 0:
-            self._by_address[live.address] = remaining
-        else:
-            self._by_address.pop(live.address, None)
-        same = self._by_stream.get(live.stream)
-        if same is not None:
-            same.discard(live)
-            if not same:
-                del self._by_stream[live.stream]
+        _count_down(self._by_address, live.address)
+        _count_down(self._by_stream, live.stream)
         if not self.live:
             self._idle.set()
         self.metrics.sse_streams.set(len(self.live))
@@ -191,7 +183,7 @@ class StreamHub:
                 return
             live.last_seq, batch = await self._resume(live, last_event_id)
             if write_now is not None:
-                sub.sink = functools.partial(self._write_now, live, write_now)
+                sub.sink = _Sink(self, live, write_now)
             while True:
                 for i, event in enumerate(batch):
                     live.last_seq = event.seq
@@ -322,6 +314,33 @@ class StreamHub:
                 await asyncio.sleep(0)
             sessions.append(live.info(self.node_id))
         return sessions
+
+
+class _Sink:
+    """`StreamHub._write_now` bound to one stream and its writer: one small object per open stream
+    (a functools.partial with its args tuple and bound method cost about 4x as much)."""
+
+    __slots__ = ("hub", "live", "write_now")
+
+    def __init__(self, hub: StreamHub, live: LiveStream, write_now: Callable[[StreamEvent], bool]) -> None:
+        self.hub = hub
+        self.live = live
+        self.write_now = write_now
+
+    def __call__(self, event: StreamEvent) -> bool:
+        return self.hub._write_now(self.live, self.write_now, event)
+
+
+def _count_up(counts: dict[str, int], key: str) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _count_down(counts: dict[str, int], key: str) -> None:
+    remaining = counts.get(key, 0) - 1
+    if remaining > 0:
+        counts[key] = remaining
+    else:
+        counts.pop(key, None)
 
 
 def parse_event_id(value: str | None) -> int | None:

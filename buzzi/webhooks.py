@@ -150,6 +150,12 @@ def _noted(result: WebhookResult, notes: list[str], drops: dict[str, int]) -> We
     return result
 
 
+def _acknowledges(adapter: ChannelAdapter) -> bool:
+    """Whether the adapter does anything on acknowledge (Telegram does): for the others a task per
+    message would be created, scheduled and collected only to run the base class's no-op."""
+    return type(adapter).acknowledge is not ChannelAdapter.acknowledge
+
+
 def _chat_key(webhook: Webhook, chat_id: str) -> str:
     return f"{webhook.id}:{chat_id}"
 
@@ -294,7 +300,7 @@ class WebhookIntake:
         drops = _drops(parsed)
         # Receipts and moves first: they are bookkeeping of what already happened, whatever the
         # subscription, and a store outage while applying them is a 503 so the platform redelivers.
-        notes = await self._bookkeeping(webhook, parsed)
+        notes = await self._bookkeeping(webhook, parsed) if parsed.receipts or parsed.moves else []
         if not company.subscription_active():
             _count(drops, "subscription_inactive", len(parsed.messages))
             result = _json(200, "ignored", {"status": "ignored"}, detail="subscription not active")
@@ -373,7 +379,8 @@ class WebhookIntake:
     def _follow_up(self, adapter: ChannelAdapter, webhook: Webhook, inbound: InboundMessage, message: Message
                    ) -> None:
         """What a new message sets off in the background: the 200 never waits on any of it."""
-        self._spawn(self._acknowledge(adapter, webhook, inbound))
+        if _acknowledges(adapter):
+            self._spawn(self._acknowledge(adapter, webhook, inbound))
         if adapter.looks_up_profiles and not inbound.sender_name and inbound.sender_id:
             self._spawn(self._learn_name(adapter, webhook, message.conversation_id, inbound.sender_id))
         if self.media.wanted(message):

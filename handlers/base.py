@@ -179,6 +179,8 @@ def log_access(method: str, path: str, status: int, seconds: float, route: str, 
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     if path in ("/healthz", "/readyz", "/metrics") and status < 400:
         level = logging.DEBUG
+    if not access_log.isEnabledFor(level):
+        return  # nothing is written: skip escaping and formatting (every request pays this)
     log_fields(access_log, level, f"{clip(method, METHOD_MAX_CHARS)} {loggable_path(path)} {status}",
                ms=round(seconds * 1000, 1), route=route, ip=ip)
 

@@ -89,6 +89,7 @@ class StreamHandler(ChatHandler):
         hub = self.gateway.streams
         live = hub.open(session.stream, session.conversation_id, session.company_id, session.agent_id,
                         self.client_ip)
+        del session  # this frame lives as long as the stream: keep only what `live` holds
         sse = SseWriter(self)
         self._live = live
         try:

@@ -52,6 +52,8 @@ class SseWriter:
     """Writes one handler's event stream. Writes are buffered until `flush`, so a caller can
     coalesce a burst of events into one socket write."""
 
+    __slots__ = ("_draining", "handler", "write_timeout")  # one per open stream
+
     def __init__(self, handler: tornado.web.RequestHandler, *, cache_control: str = "no-cache",
                  write_timeout: float = WRITE_TIMEOUT_SECONDS) -> None:
         self.handler = handler

@@ -95,12 +95,15 @@ def test_every_number_must_be_positive_unless_it_has_its_own_rule():
     defaults = load_settings(env={})
     for section in ("store", "broker", "chat", "limits", "webhooks", "inbox", "agents", "channels"):
         for name, value in vars(getattr(defaults, section)).items():
-            if f"{section}.{name}" == "inbox.processes":  # 0 = no answer processes (test_processes.py)
+            if f"{section}.{name}" in ("inbox.processes", "inbox.busy_lag_ms"):  # 0 = none / off
                 continue
             if isinstance(value, int | float) and not isinstance(value, bool):
                 with pytest.raises(ConfigError, match=f"{section}.{name}: expected a number greater than 0"):
                     load_settings(env={f"BUZZI_{section.upper()}_{name.upper()}": "0"})
     assert load_settings(env={"BUZZI_SERVER_SHUTDOWN_GRACE_SECONDS": "0"}).server.shutdown_grace_seconds == 0
+    assert load_settings(env={"BUZZI_INBOX_BUSY_LAG_MS": "0"}).inbox.busy_lag_ms == 0
+    with pytest.raises(ConfigError, match=r"inbox.busy_lag_ms: expected 0 \(off\) or more"):
+        load_settings(env={"BUZZI_INBOX_BUSY_LAG_MS": "-1"})
 
 
 def test_unknown_keys_in_a_file_are_refused(tmp_path: Path):

@@ -162,7 +162,9 @@ class MemoryBroker(Broker):
         self._sessions.pop(node_id, None)
 
     async def set_sessions(self, node_id: str, sessions: list[dict[str, Any]], ttl: float) -> None:
-        self._sessions[node_id] = _Expiring([dict(s) for s in sessions], time.monotonic() + ttl)
+        # The dicts are kept as handed over, not copied: the hub builds them fresh for this call
+        # (one per open stream, thousands), and list_sessions hands out copies.
+        self._sessions[node_id] = _Expiring(list(sessions), time.monotonic() + ttl)
 
     async def list_nodes(self) -> list[dict[str, Any]]:
         return [{**info, "nodeId": node_id, "lastSeen": last_seen} for node_id, info, last_seen in self._live_nodes()]
