@@ -40,6 +40,14 @@ class StreamHandler(tornado.web.RequestHandler):
             self.gone.set_result(None)
 
 
+def push_delta(target: StreamHandler) -> None:
+    """One timestamped `delta` event written and flushed to one stream."""
+    target.seq += 1
+    data = json.dumps({"content": "chunk of an answer ", "t": time.time_ns()}, separators=(",", ":"))
+    target.write(f"id: {target.seq}\nevent: delta\ndata: {data}\n\n")
+    target.flush()
+
+
 class PublishHandler(tornado.web.RequestHandler):
     def post(self, stream_id: str) -> None:
         target = streams.get(stream_id)
@@ -47,10 +55,7 @@ class PublishHandler(tornado.web.RequestHandler):
             self.send_error(404)
             return
         for _ in range(int(self.get_query_argument("n", "1"))):
-            target.seq += 1
-            data = json.dumps({"content": "chunk of an answer ", "t": time.time_ns()}, separators=(",", ":"))
-            target.write(f"id: {target.seq}\nevent: delta\ndata: {data}\n\n")
-            target.flush()
+            push_delta(target)
         self.set_status(202)
         self.finish()
 
@@ -60,10 +65,7 @@ class BroadcastHandler(tornado.web.RequestHandler):
 
     def post(self) -> None:
         for target in list(streams.values()):
-            target.seq += 1
-            data = json.dumps({"content": "chunk of an answer ", "t": time.time_ns()}, separators=(",", ":"))
-            target.write(f"id: {target.seq}\nevent: delta\ndata: {data}\n\n")
-            target.flush()
+            push_delta(target)
         self.set_status(202)
         self.finish()
 
